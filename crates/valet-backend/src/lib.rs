@@ -1,0 +1,109 @@
+//! `valet-backend`: the contract between the runtime and the places pods run.
+//!
+//! A [`Backend`] provisions a [`Pod`] from a [`PodSpec`] and the pod hands out a
+//! [`StepRunner`] per container. The runtime knows only these traits; each backend
+//! (`valet-local`, later Docker, Kubernetes, the agent pool) lives in its own crate and
+//! passes the same conformance suite ([`conformance`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use valet_plan::model::PodSpec;
+
+pub mod conformance;
+
+/// Why a backend operation failed. Retry policy is decided above, in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot be reached or is not running (retryable).
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is wrong (an unknown container, a bad spec); retrying will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The pod or container went away while in use.
+    #[error("lost: {0}")]
+    Lost(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// One command to run in one container of a pod.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// The program and its arguments, e.g. `["/bin/sh", "-xe", "-c", "make"]`.
+    pub argv: Vec<String>,
+    /// Environment given to the process (the backend adds nothing but what it must, e.g. `PATH`).
+    pub env: BTreeMap<String, String>,
+    /// Working directory; relative paths are relative to the pod's workspace.
+    pub cwd: Option<PathBuf>,
+    /// Run as this user (`uid` or `uid:gid`), when the backend supports it.
+    pub user: Option<String>,
+    /// Data written to the process's stdin, then stdin is closed.
+    pub stdin: Option<Vec<u8>>,
+}
+
+/// A piece of a running command's output, in the order it was produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout(bytes::Bytes),
+    Stderr(bytes::Bytes),
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    /// Killed by this signal (e.g. 9 after a timeout's grace period).
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+/// A running command: its output arrives on `output`, its end on `wait`.
+pub struct Execution {
+    pub output: tokio::sync::mpsc::Receiver<Output>,
+    pub handle: Box<dyn ExecutionHandle>,
+}
+
+#[async_trait::async_trait]
+pub trait ExecutionHandle: Send {
+    /// Waits for the process to end (after all output has been delivered to `output`).
+    async fn wait(&mut self) -> Result<ExitStatus, BackendError>;
+    /// Ends the whole process tree: TERM, then after `grace` KILL. Returns once it is gone.
+    async fn cancel(&mut self, grace: Duration) -> Result<ExitStatus, BackendError>;
+}
+
+/// Runs commands in one container of a pod.
+#[async_trait::async_trait]
+pub trait StepRunner: Send + Sync {
+    async fn start(&self, cmd: Command) -> Result<Execution, BackendError>;
+}
+
+/// A provisioned pod: containers sharing a workspace (and, on container backends, localhost).
+#[async_trait::async_trait]
+pub trait Pod: Send + Sync {
+    /// A stable id for logs and events.
+    fn id(&self) -> &str;
+    /// The workspace path as the steps see it.
+    fn workspace(&self) -> PathBuf;
+    /// The runner of container `name` (one of the spec's containers).
+    fn runner(&self, container: &str) -> Result<std::sync::Arc<dyn StepRunner>, BackendError>;
+    /// Removes everything the pod made. Safe to call more than once.
+    async fn teardown(&self) -> Result<(), BackendError>;
+}
+
+/// Where pods run.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// A short name for messages: `local`, `docker`, …
+    fn name(&self) -> &'static str;
+    async fn provision(&self, spec: &PodSpec, build_id: &str) -> Result<Box<dyn Pod>, BackendError>;
+}
