@@ -1,1 +1,43 @@
-fn main() {}
+//! `valet`: run Jenkins pipelines without Jenkins.
+//!
+//! The binary edge: argument parsing, rendering, process-wide settings. Each subcommand
+//! lives in `commands/`.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// valet runs the pipeline files people write for Jenkins (Jenkinsfiles), without Jenkins.
+#[derive(Parser)]
+#[command(name = "valet", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and plan pipeline files and report every problem found, without running anything.
+    ///
+    /// Exits 0 when every file is valid, 1 when any has an error.
+    Check(commands::check::Args),
+    /// Show the job graph of a pipeline: jobs, their pods (containers, images, limits),
+    /// stages and steps, without running anything (a dry run).
+    Plan(commands::plan::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => commands::check::run(args),
+        Command::Plan(args) => commands::plan::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! at once, as [`Diagnostic`]s with spans.
 
 pub mod model;
+pub mod render;
 
 use valet_dsl::ast::Script;
 use valet_dsl::{Diagnostic, SourceFile};

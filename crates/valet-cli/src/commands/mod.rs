@@ -1,0 +1,46 @@
+//! One module per subcommand, plus what they share: loading and compiling a file.
+
+pub(crate) mod check;
+pub(crate) mod plan;
+
+use anyhow::Context as _;
+use valet_dsl::{Diagnostic, SourceFile};
+use valet_plan::model::JobGraph;
+
+/// A pipeline file read, parsed and planned.
+pub(crate) struct Compiled {
+    pub(crate) source: SourceFile,
+    pub(crate) graph: Option<JobGraph>,
+    pub(crate) script: Option<valet_dsl::ast::Script>,
+    pub(crate) diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    pub(crate) fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub(crate) fn render_diagnostics(&self) -> String {
+        valet_dsl::render_all(&self.diagnostics, &self.source)
+    }
+}
+
+/// Reads and compiles `path`. I/O errors are errors; problems in the pipeline are diagnostics.
+pub(crate) fn compile_file(path: &str) -> anyhow::Result<Compiled> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+    let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{path} is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))?;
+    Ok(compile_source(SourceFile::new(path, text)))
+}
+
+pub(crate) fn compile_source(source: SourceFile) -> Compiled {
+    let parsed = valet_dsl::parse(&source.text);
+    let mut diagnostics = parsed.diagnostics;
+    let mut graph = None;
+    if let Some(script) = &parsed.script {
+        let planned = valet_plan::plan(script, &source);
+        diagnostics.extend(planned.diagnostics);
+        graph = Some(planned.graph);
+    }
+    diagnostics.sort_by_key(|d| d.span.start);
+    Compiled { source, graph, script: parsed.script, diagnostics }
+}
