@@ -67,7 +67,41 @@ impl ExitStatus {
     }
 }
 
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+impl Command {
+    /// A command with these arguments, no extra environment, in the workspace.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Command {
+            argv: argv.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            cwd: None,
+            user: None,
+            stdin: None,
+        }
+    }
+
+    /// `/bin/sh -c script`.
+    pub fn shell(script: impl Into<String>) -> Self {
+        Command::new(["/bin/sh".to_string(), "-c".to_string(), script.into()])
+    }
+}
+
 /// A running command: its output arrives on `output`, its end on `wait`.
+///
+/// `wait` is cancel-safe: a caller may drop its future (e.g. in a `select!` against a
+/// timeout) and then call `cancel`.
 pub struct Execution {
     pub output: tokio::sync::mpsc::Receiver<Output>,
     pub handle: Box<dyn ExecutionHandle>,
@@ -105,5 +139,10 @@ pub trait Pod: Send + Sync {
 pub trait Backend: Send + Sync {
     /// A short name for messages: `local`, `docker`, …
     fn name(&self) -> &'static str;
+    /// Something the user should be told once per build about how this backend runs
+    /// pipelines (the local backend: images are not used). The runtime emits it as a notice.
+    fn notice(&self) -> Option<String> {
+        None
+    }
     async fn provision(&self, spec: &PodSpec, build_id: &str) -> Result<Box<dyn Pod>, BackendError>;
 }
