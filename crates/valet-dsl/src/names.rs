@@ -11,7 +11,7 @@ pub fn rule_name(rule: Rule) -> &'static str {
     use Rule::*;
     match rule {
         EOI => "end of file",
-        WHITESPACE | nl => "whitespace",
+        WHITESPACE | nl => "white space",
         COMMENT => "a comment",
         sep => "a new line or `;`",
         file => "a pipeline",
@@ -48,6 +48,7 @@ pub fn rule_name(rule: Rule) -> &'static str {
         case_body => "the statements of a case",
         return_stmt => "a `return`",
         throw_stmt => "a `throw`",
+        assert_stmt => "an `assert`",
         break_stmt => "`break`",
         continue_stmt => "`continue`",
         decl_stmt => "a declaration",
@@ -90,6 +91,7 @@ pub fn rule_name(rule: Rule) -> &'static str {
         keyword => "a keyword",
         kw_abstract => "`abstract`",
         kw_as => "`as`",
+        kw_assert => "`assert`",
         kw_break => "`break`",
         kw_case => "`case`",
         kw_catch => "`catch`",

@@ -634,6 +634,14 @@ impl<'s> Builder<'s> {
             Rule::throw_stmt => StmtKind::Throw {
                 value: self.value(p.into_inner().nth(1).expect("thrown value")),
             },
+            Rule::assert_stmt => {
+                // `assert cond : message` is the `assert` step: fails the build when false.
+                let kw = p.clone().into_inner().next().expect("assert keyword");
+                let name = Ident { name: "assert".into(), span: span_of(&kw) };
+                let args = p.into_inner().skip(1).map(|e| Arg::Positional(self.expr(e))).collect();
+                let call = Call { target: None, name, args, closure: None, safe: false, command: true };
+                StmtKind::Expr { expr: Expr { kind: ExprKind::Call(call), span } }
+            }
             Rule::break_stmt => StmtKind::Break,
             Rule::continue_stmt => StmtKind::Continue,
             Rule::decl_stmt => {

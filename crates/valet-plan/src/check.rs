@@ -368,7 +368,10 @@ impl Checker<'_> {
             );
             return;
         }
-        self.params(def, call, e);
+        match steps::named_from_map(call) {
+            Some(normal) => self.params(def, &normal, e),
+            None => self.params(def, call, e),
+        }
     }
 
     fn params(&mut self, def: &steps::StepDef, call: &Call, e: &Expr) {

@@ -240,18 +240,29 @@ impl GraphBuilder<'_> {
                             pb.merge_yaml(&mut pod, y, *span);
                             pod.yaml.push(y.clone());
                         }
-                        if let Some(c) = &inner.call.closure {
-                            for dd in directives(&c.body).0 {
-                                if dd.name == "containerTemplate" {
-                                    if let Some(ct) = pb.container(dd.expr) {
-                                        pods::upsert(&mut pod.containers, ct);
+                        // Containers written in the agent block, directly or in a `podTemplate { … }` block.
+                        let mut blocks: Vec<&[Stmt]> = inner.call.closure.iter().map(|c| &c.body[..]).collect();
+                        while let Some(block) = blocks.pop() {
+                            for dd in directives(block).0 {
+                                match dd.name {
+                                    "containerTemplate" => {
+                                        if let Some(ct) = pb.container(dd.expr) {
+                                            pods::upsert(&mut pod.containers, ct);
+                                        }
                                     }
+                                    "podTemplate" | "containerTemplates" | "containers" => blocks.extend(dd.call.closure.iter().map(|c| &c.body[..])),
+                                    "inheritFrom" | "yamlFile" => pod.open = true,
+                                    _ => {}
                                 }
                             }
                         }
                     }
                     self.notes = notes;
+                    if let Some((v, _)) = s.get("yaml") {
+                        pod.open |= v.is_dynamic();
+                    }
                     if let Some((Value::Str(f), span)) = s.get("yamlFile") {
+                        pod.open = true;
                         self.notes.push((*span, format!("the pod YAML is read from `{f}` in the repository when the pipeline runs")));
                         pod.yaml.push(format!("yamlFile: {f}"));
                     }
@@ -260,6 +271,7 @@ impl GraphBuilder<'_> {
                             Some(t) => pod = pods::merge_pods(&t.pod, &pod),
                             None => {
                                 self.notes.push((*span, format!("inherits from `{parent}`, a template defined outside this file")));
+                                pod.open = true;
                                 pod.inherits.push(parent.clone());
                             }
                         }
@@ -271,7 +283,7 @@ impl GraphBuilder<'_> {
                     }
                     let default = s.get("defaultContainer").map(|(v, _)| display_name(v));
                     if let (Some(dc), Some((_, span))) = (&default, s.get("defaultContainer")) {
-                        if !pod.containers.iter().any(|c| &c.name == dc) && !pod.yaml.iter().any(|y| y.contains("${") || y.starts_with("yamlFile")) {
+                        if !pod.containers.iter().any(|c| &c.name == dc) && !pod.open {
                             self.diags.push(Diagnostic::error("container", *span, format!("the pod has no container `{dc}`")).with_help("name one of the pod YAML's containers"));
                         }
                     }
@@ -306,7 +318,7 @@ impl GraphBuilder<'_> {
     }
 
     /// `options { timeout(…); retry(…); … }`: wrappers for the stages, settings for the controller.
-    fn options_directive(&mut self, d: &Directive<'_>, checker: &mut Checker<'_>) -> Vec<(String, IndexMap<String, Value>)> {
+    fn options_directive(&mut self, d: &Directive<'_>, _checker: &mut Checker<'_>) -> Vec<(String, IndexMap<String, Value>)> {
         let mut wrappers = Vec::new();
         let Some(body) = &d.call.closure else { return wrappers };
         let (dirs, other) = directives(&body.body);

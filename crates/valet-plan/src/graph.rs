@@ -226,6 +226,16 @@ impl<'a> GraphBuilder<'a> {
     }
 
     fn expr_stmt(&mut self, e: &Expr, ctx: &mut Ctx) -> Vec<Step> {
+        if let ExprKind::Call(call) = &e.kind {
+            if let Some(normal) = steps::named_from_map(call) {
+                let e = Expr { kind: ExprKind::Call(normal), span: e.span };
+                return self.expr_stmt_inner(&e, ctx);
+            }
+        }
+        self.expr_stmt_inner(e, ctx)
+    }
+
+    fn expr_stmt_inner(&mut self, e: &Expr, ctx: &mut Ctx) -> Vec<Step> {
         let ExprKind::Call(call) = &e.kind else {
             let steps = self.nested_calls(e, ctx);
             return if steps.is_empty() { vec![] } else { vec![self.dynamic_step("expression", e.span, steps, ctx)] };
@@ -327,7 +337,15 @@ impl<'a> GraphBuilder<'a> {
 
     fn check_container(&mut self, job: usize, name: &str, span: Span) {
         let pod = &self.jobs[job].pod;
-        if pod.yaml.iter().any(|y| y.contains("${") || y.starts_with("yamlFile")) || pod.containers.iter().any(|c| c.name == name) {
+        if pod.containers.iter().any(|c| c.name == name) {
+            return;
+        }
+        if pod.open {
+            // The pod's containers are decided outside this file or at run time: take
+            // the name as given and say so.
+            let pod = &mut self.jobs[job].pod;
+            pod.containers.push(ContainerSpec { name: name.to_string(), ..Default::default() });
+            self.notes.push((span, format!("container `{name}` is assumed to exist in pod `{}`, whose containers are not all defined in this file", pod.name)));
             return;
         }
         let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
@@ -358,6 +376,7 @@ impl<'a> GraphBuilder<'a> {
                 Some(p) => pod = pods::merge_pods(&p.pod, &pod),
                 None => {
                     self.notes.push((call.name.span, format!("inherits from `{parent}`, a template defined outside this file")));
+                    pod.open = true;
                     pod.inherits.push(parent);
                 }
             }
@@ -375,7 +394,8 @@ impl<'a> GraphBuilder<'a> {
         };
         let is_pod_label = matches!(&label_expr.kind, ExprKind::Var { name } if name == "POD_LABEL");
         let value = self.value(label_expr);
-        let found = if is_pod_label {
+        let found = if is_pod_label || (value.is_dynamic() && !ctx.templates.is_empty()) {
+            // A label computed at run time inside a `podTemplate` is, in practice, that template's.
             ctx.templates.last().cloned()
         } else {
             ctx.templates
@@ -402,7 +422,10 @@ impl<'a> GraphBuilder<'a> {
                     Value::Str(s) => s.clone(),
                     other => other.display(),
                 };
-                (Some(display.clone()), pods::default_pod(&display))
+                // A label no template of this file has: the agent is configured outside the file.
+                let mut pod = pods::default_pod(&display);
+                pod.open = true;
+                (Some(display.clone()), pod)
             }
         }
     }
@@ -425,13 +448,15 @@ impl<'a> GraphBuilder<'a> {
     /// Adds a job after the current frontier of jobs.
     pub(crate) fn new_job(&mut self, label: Option<String>, pod: PodSpec, anchor: Span, ctx: &Ctx) -> usize {
         let id = format!("job-{}", self.jobs.len() + 1);
-        for f in &self.frontier {
-            self.edges.push(Edge { from: f.clone(), to: id.clone() });
-        }
-        self.frontier = vec![id.clone()];
         let dynamic = ctx.dynamic || ctx.detached;
         if dynamic {
+            // When (and whether) it runs is decided by the code around it: no edges.
             self.dynamic = true;
+        } else {
+            for f in &self.frontier {
+                self.edges.push(Edge { from: f.clone(), to: id.clone() });
+            }
+            self.frontier = vec![id.clone()];
         }
         self.jobs.push(Job { id, path: ctx.path.clone(), label, pod, steps: vec![], anchor, line: self.line(anchor), dynamic });
         self.jobs.len() - 1

@@ -105,6 +105,9 @@ pub struct PodSpec {
     pub active_deadline_seconds: Option<i64>,
     /// Extra settings the plan keeps but does not interpret (`idleMinutes`, `podRetention`, …).
     pub extra: IndexMap<String, Value>,
+    /// Its containers are not all known here: the template lives outside this file (a
+    /// label configured on the controller) or its YAML is built at run time.
+    pub open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]

@@ -57,6 +57,18 @@ pub(crate) fn call_args<'c>(call: &'c Call, first: &'c str) -> Vec<(&'c str, &'c
     out
 }
 
+/// `name 'x'` lines of a declarative block as (name, expr).
+pub(crate) fn block_settings(body: &[valet_dsl::ast::Stmt]) -> Vec<(&str, &Expr)> {
+    body.iter()
+        .filter_map(|s| match &s.kind {
+            valet_dsl::ast::StmtKind::Expr { expr: Expr { kind: ExprKind::Call(c), .. } } if c.target.is_none() => {
+                c.positional().next().map(|v| (c.name.name.as_str(), v))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Entries of a map literal as (key, expr).
 fn map_entries(e: &Expr) -> Option<Vec<(&str, &Expr)>> {
     match &e.kind {
@@ -108,6 +120,7 @@ impl PodBuilder<'_> {
                         t.pod.yaml.push(y);
                     }
                     _ => {
+                        t.pod.open = true;
                         self.notes.push((e.span, "the pod YAML is built when the pipeline runs; its containers are not known before".into()));
                         t.pod.yaml.push(crate::values::summary(self.src, e.span, 200));
                     }
@@ -167,6 +180,10 @@ impl PodBuilder<'_> {
     /// One container from `containerTemplate(...)` or a map literal.
     pub(crate) fn container(&mut self, e: &Expr) -> Option<ContainerSpec> {
         let args: Vec<(&str, &Expr)> = match &e.kind {
+            // The declarative block form: `containerTemplate { name 'maven'; image '…' }`.
+            ExprKind::Call(c) if c.target.is_none() && c.name.name == "containerTemplate" && c.closure.is_some() => {
+                block_settings(c.closure.as_ref().map_or(&[][..], |b| &b.body))
+            }
             ExprKind::Call(c) if c.target.is_none() && c.name.name == "containerTemplate" => call_args(c, "name"),
             ExprKind::Map { .. } => map_entries(e)?,
             _ => {
@@ -456,6 +473,7 @@ pub(crate) fn merge_pods(parent: &PodSpec, child: &PodSpec) -> PodSpec {
     out.yaml.extend(child.yaml.iter().cloned());
     out.active_deadline_seconds = child.active_deadline_seconds.or(parent.active_deadline_seconds);
     out.extra.extend(child.extra.clone());
+    out.open = parent.open || child.open;
     out.inherits.push(parent.name.clone());
     out.inherits.extend(child.inherits.iter().cloned());
     out.inherits.dedup();

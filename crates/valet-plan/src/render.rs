@@ -27,7 +27,7 @@ pub fn text(graph: &JobGraph) -> String {
         let after: Vec<&str> = graph.edges.iter().filter(|e| e.to == job.id).map(|e| e.from.as_str()).collect();
         let mut head = format!("{}", job.id);
         if let Some(l) = &job.label {
-            let _ = write!(head, " on {l:?}");
+            let _ = write!(head, " on {l}");
         }
         if !job.path.is_empty() {
             let _ = write!(head, " in {}", job.path.join(" › "));

@@ -79,7 +79,7 @@ pub(crate) static STEPS: &[StepDef] = steps! {
         "yamlMergeStrategy": Any, "inheritFrom": Str, "namespace": Str, "serviceAccount": Str, "nodeSelector": Str,
         "runAsUser": Any, "runAsGroup": Any, "envVars": List, "activeDeadlineSeconds": Int, "idleMinutes": Int,
         "podRetention": Any, "workspaceVolume": Any, "imagePullSecrets": List, "annotations": List, "instanceCap": Int,
-        "cloud": Str, "showRawYaml": Bool, "slaveConnectTimeout": Int, "supplementalGroups": Str, "nodeUsageMode": Str,
+        "cloud": Str, "cloudName": Str, "podAffinities": List, "affinity": Any, "tolerations": List, "showRawYaml": Bool, "slaveConnectTimeout": Int, "supplementalGroups": Str, "nodeUsageMode": Str,
         "hostNetwork": Bool, "agentContainer": Str, "agentInjection": Bool, "serviceAccountName": Str, "containerCap": Int];
     "containerTemplate" Value No => ["name": Str, "image": Str, "command": Any, "args": Any, "ttyEnabled": Bool,
         "workingDir": Str, "alwaysPullImage": Bool, "privileged": Bool, "runAsUser": Any, "runAsGroup": Any,
@@ -105,6 +105,24 @@ pub(crate) static STEPS: &[StepDef] = steps! {
     "containerLivenessProbe" Value No => ["execArgs": Str, "initialDelaySeconds": Int, "timeoutSeconds": Int, "failureThreshold": Int, "periodSeconds": Int, "successThreshold": Int];
     "nonresumable" Value No => [];
     "kubernetesAgent" Value No => ["handleNonKubernetes": Bool];
+    "podAffinity" Value No => ["key": Str, "value": Str, "topologyKey": Str, "podAffinityTerms": Any, "weightedPodAffinityTerms": Any,
+        "isRequiredDuringSchedulingIgnoredDuringExecution": Bool, "isPreferredDuringSchedulingIgnoredDuringExecution": Bool];
+    "podAntiAffinity" Value No => ["key": Str, "value": Str, "topologyKey": Str, "podAffinityTerms": Any, "weightedPodAffinityTerms": Any,
+        "isRequiredDuringSchedulingIgnoredDuringExecution": Bool, "isPreferredDuringSchedulingIgnoredDuringExecution": Bool];
+    "nodeAffinity" Value No => ["key": Str, "value": Str, "operator": Str, "nodeSelectorTerms": Any, "preferredTerms": Any,
+        "isRequiredDuringSchedulingIgnoredDuringExecution": Bool, "isPreferredDuringSchedulingIgnoredDuringExecution": Bool];
+    "podAffinityTerm" Value No => ["labelSelector": Any, "topologyKey": Str, "namespaces": List];
+    "weightedPodAffinityTerm" Value No => ["weight": Int, "podAffinityTerm": Any];
+    "nodeSelectorTerm" Value No => ["matchExpressions": List];
+    "nodeSelectorRequirement" Value No => ["key": Str, "operator": Str, "values": List];
+    "labelSelector" Value No => ["matchLabels": Any, "matchExpressions": List];
+    "labelSelectorRequirement" Value No => ["key": Str, "operator": Str, "values": List];
+    "withDockerRegistry" Anywhere Required => ["url": Str, "credentialsId": Str, "toolName": Str, "registry": Map];
+    "withDockerServer" Anywhere Required => ["uri": Str, "credentialsId": Str];
+    "withKubeConfig" Workspace Required => ["credentialsId": Str, "serverUrl": Str, "caCertificate": Str, "clusterName": Str, "contextName": Str, "namespace": Str];
+    "withKubeCredentials" Workspace Required => ["kubectlCredentials": List];
+    "splitTests" Anywhere No => ["parallelism": Any, "generateInclusions": Bool, "estimateTestsFromFiles": Bool];
+    "count" Value No => ["size": Int];
     "podAnnotation" Value No => ["key": Str, "value": Str];
     "podLabel" Value No => ["key": Str, "value": Str];
     "never" Value No => [];
@@ -135,7 +153,7 @@ pub(crate) static STEPS: &[StepDef] = steps! {
     "deleteDir" Workspace No => [];
     "withEnv" Anywhere Required => ["overrides": List];
     "timeout" Anywhere Required => ["time": Int, "unit": Str, "activity": Bool];
-    "retry" Anywhere Required => ["count": Int, "conditions": List];
+    "retry" Anywhere Required => ["count": Int, "conditions": List, "errorConditions": List];
     "waitUntil" Anywhere Required => ["initialRecurrencePeriod": Int, "quiet": Bool];
     "catchError" Anywhere Required => ["buildResult": Str, "stageResult": Str, "message": Str, "catchInterruptions": Bool];
     "warnError" Anywhere Required => ["message": Str, "catchInterruptions": Bool];
@@ -218,6 +236,24 @@ pub(crate) static STEPS: &[StepDef] = steps! {
     "copyArtifactPermission" Value No => ["projectNames": Str];
     "office365ConnectorWebhooks" Value No => ["webhooks": List];
 };
+
+/// `timeout([time: 10, unit: 'MINUTES'])`: Groovy passes a lone map as the named arguments.
+/// Returns the call with the map's entries as named arguments, when that reading applies.
+pub(crate) fn named_from_map(call: &valet_dsl::ast::Call) -> Option<valet_dsl::ast::Call> {
+    use valet_dsl::ast::{Arg, ExprKind, Ident, MapKey};
+    let def = find(&call.name.name)?;
+    if call.target.is_some() || !matches!(def.params.first(), Some((_, Ty::Int | Ty::Str | Ty::Bool))) {
+        return None;
+    }
+    let [Arg::Positional(e)] = call.args.as_slice() else { return None };
+    let ExprKind::Map { entries } = &e.kind else { return None };
+    let mut args = Vec::new();
+    for en in entries {
+        let MapKey::Name { name, span } = &en.key else { return None };
+        args.push(Arg::Named { name: Ident { name: name.clone(), span: *span }, value: en.value.clone() });
+    }
+    Some(valet_dsl::ast::Call { args, ..call.clone() })
+}
 
 pub(crate) fn find(name: &str) -> Option<&'static StepDef> {
     STEPS.iter().find(|s| s.name == name)

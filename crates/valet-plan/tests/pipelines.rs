@@ -1,0 +1,48 @@
+//! Every file in `pipelines/` is a test: its plan is a snapshot, and it must have no
+//! errors. Every file in `pipelines/invalid/` must fail, and its rendered diagnostics are
+//! a snapshot. Adding a file adds a test.
+
+use valet_dsl::SourceFile;
+
+fn compile(path: &std::path::Path) -> (SourceFile, Option<valet_plan::PlanOutput>, Vec<valet_dsl::Diagnostic>) {
+    let text = std::fs::read_to_string(path).expect("readable pipeline");
+    let file = path.file_name().expect("file name").to_string_lossy();
+    let dir = if path.parent().is_some_and(|p| p.ends_with("invalid")) { "pipelines/invalid" } else { "pipelines" };
+    let name = format!("{dir}/{file}");
+    let source = SourceFile::new(name, text);
+    let parsed = valet_dsl::parse(&source.text);
+    let mut diags = parsed.diagnostics.clone();
+    let planned = parsed.script.as_ref().map(|s| valet_plan::plan(s, &source));
+    if let Some(p) = &planned {
+        diags.extend(p.diagnostics.clone());
+    }
+    diags.sort_by_key(|d| d.span.start);
+    (source, planned, diags)
+}
+
+#[test]
+fn valid_pipelines_plan_without_errors() {
+    insta::glob!("../../../pipelines", "*.groovy", |path| {
+        let (source, planned, diags) = compile(path);
+        let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).cloned().collect();
+        assert!(errors.is_empty(), "{} has errors:\n{}", source.name, valet_dsl::render_all(&errors, &source));
+        let graph = planned.expect("a plan").graph;
+        // The JSON form must always serialise; the text form is what the snapshot pins.
+        serde_json::to_string(&graph).expect("plan serialises");
+        insta::assert_snapshot!(valet_plan::render::text(&graph));
+    });
+}
+
+#[test]
+fn invalid_pipelines_fail_with_diagnostics() {
+    insta::glob!("../../../pipelines/invalid", "*.groovy", |path| {
+        let (source, _, diags) = compile(path);
+        assert!(diags.iter().any(|d| d.is_error()), "{} should fail but has no error", source.name);
+        let rendered = valet_dsl::render_all(&diags, &source);
+        // Diagnostics speak in words: no grammar rule identifiers leak into them.
+        for leak in ["call_or_var", "paren_args", "dq_string", "expr_stmt", "command_call", "EOI"] {
+            assert!(!rendered.contains(leak), "{} leaks `{leak}`:\n{rendered}", source.name);
+        }
+        insta::assert_snapshot!(rendered);
+    });
+}
