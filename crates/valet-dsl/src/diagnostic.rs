@@ -92,7 +92,7 @@ impl Diagnostic {
         // Tabs are shown as four spaces so the caret lines up.
         let shown: String = line_text.replace('\t', "    ");
         let prefix: String = line_text.chars().take(pos.col as usize - 1).collect();
-        let caret_col = prefix.replace('\t', "    ").chars().count();
+        let mut caret_col = prefix.replace('\t', "    ").chars().count();
         let end_on_line = {
             let line_end = self.span.start as usize + (line_text.len() - prefix.len());
             (self.span.end as usize).min(line_end)
@@ -102,7 +102,17 @@ impl Diagnostic {
             .get(self.span.start as usize..end_on_line.max(self.span.start as usize))
             .map(|s| s.chars().count())
             .unwrap_or(0)
-            .max(1);
+            .clamp(1, 80);
+        // Very long lines (generated code) are shown as a window around the caret.
+        let shown: String = if shown.chars().count() > 120 {
+            let from = caret_col.saturating_sub(60);
+            let window: String = shown.chars().skip(from).take(120).collect();
+            let lead = if from > 0 { "…" } else { "" };
+            caret_col = caret_col - from + lead.chars().count();
+            format!("{lead}{window}…")
+        } else {
+            shown
+        };
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{} | {}", pos.line, shown.trim_end());
         let _ = write!(

@@ -261,6 +261,26 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         (at, end.max(at))
     };
     let at_end = text[at.min(text.len())..].trim().is_empty();
+    let before = text[..at.min(text.len())].trim_end();
+    let else_at = if found == "`else`" {
+        Some(at)
+    } else if before.ends_with("else")
+        && !before[..before.len() - 4]
+            .ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '}')
+    {
+        Some(before.len() - 4)
+    } else {
+        None
+    };
+    if let Some(at) = else_at {
+        return Diagnostic::error(
+            "syntax",
+            Span::new(at, at + 4),
+            "`else` without a matching `if`",
+        )
+        .with_label("no `if` block ends right before this")
+        .with_help("check the braces of the `if` above: its `}` must come just before `else`");
+    }
     let quote = ["`\"`", "`'`", "`'''`", "`\"\"\"`"]
         .iter()
         .find(|q| expected.iter().any(|e| e == *q));
@@ -402,6 +422,20 @@ fn unescape(raw: &str, at: usize, diags: &mut Vec<Diagnostic>) -> String {
 struct Builder<'s> {
     src: &'s str,
     diags: Vec<Diagnostic>,
+}
+
+/// Longest chain of operators, `.member`s or `else if`s in one expression or statement.
+/// Chains are loops in the grammar, but they build a tree as deep as they are long, and
+/// every later pass walks that tree recursively.
+const MAX_CHAIN: usize = 256;
+
+fn chain_limit(span: Span, what: &str) -> Diagnostic {
+    Diagnostic::error(
+        "limit",
+        span,
+        format!("this {what} chain is longer than {MAX_CHAIN}"),
+    )
+    .with_help("split it into several statements or variables")
 }
 
 fn ident(p: Pair<'_, Rule>) -> Ident {
@@ -637,10 +671,29 @@ impl<'s> Builder<'s> {
             Rule::assert_stmt => {
                 // `assert cond : message` is the `assert` step: fails the build when false.
                 let kw = p.clone().into_inner().next().expect("assert keyword");
-                let name = Ident { name: "assert".into(), span: span_of(&kw) };
-                let args = p.into_inner().skip(1).map(|e| Arg::Positional(self.expr(e))).collect();
-                let call = Call { target: None, name, args, closure: None, safe: false, command: true };
-                StmtKind::Expr { expr: Expr { kind: ExprKind::Call(call), span } }
+                let name = Ident {
+                    name: "assert".into(),
+                    span: span_of(&kw),
+                };
+                let args = p
+                    .into_inner()
+                    .skip(1)
+                    .map(|e| Arg::Positional(self.expr(e)))
+                    .collect();
+                let call = Call {
+                    target: None,
+                    name,
+                    args,
+                    closure: None,
+                    safe: false,
+                    command: true,
+                };
+                StmtKind::Expr {
+                    expr: Expr {
+                        kind: ExprKind::Call(call),
+                        span,
+                    },
+                }
             }
             Rule::break_stmt => StmtKind::Break,
             Rule::continue_stmt => StmtKind::Continue,
@@ -839,6 +892,16 @@ impl<'s> Builder<'s> {
                 }
             }
         }
+        if arms.len() > MAX_CHAIN {
+            self.diags.push(chain_limit(span, "`else if`"));
+            return Stmt {
+                kind: StmtKind::Block(Block {
+                    stmts: vec![],
+                    span,
+                }),
+                span,
+            };
+        }
         let mut tail: Option<Box<Stmt>> = otherwise.map(|b| {
             let s = b.span;
             Box::new(Stmt {
@@ -1014,6 +1077,13 @@ impl<'s> Builder<'s> {
                 other => unreachable!("expression part {other:?}"),
             }
         }
+        if ops.len() > MAX_CHAIN {
+            self.diags.push(chain_limit(span, "operator"));
+            return Expr {
+                kind: ExprKind::Null,
+                span,
+            };
+        }
         let mut base = if ops.is_empty() {
             operands.pop().expect("operand")
         } else {
@@ -1050,6 +1120,15 @@ impl<'s> Builder<'s> {
     }
 
     fn operand(&mut self, p: Pair<'_, Rule>) -> Expr {
+        let span = span_of(&p);
+        if p.clone().into_inner().count() > MAX_CHAIN {
+            self.diags
+                .push(chain_limit(span, "member, index or prefix"));
+            return Expr {
+                kind: ExprKind::Null,
+                span,
+            };
+        }
         let mut prefixes: Vec<(String, Span)> = Vec::new();
         let mut e: Option<Expr> = None;
         for q in p.into_inner() {

@@ -18,11 +18,26 @@ const GROOVY_BUILTINS: &[&str] = &["println", "print", "sprintf", "printf", "ass
 
 /// Names of the declarative directives: valid only inside `pipeline { … }`, where the
 /// declarative lowering checks them.
-pub(crate) const DECLARATIVE_ONLY: &[&str] = &["pipeline", "agent", "stages", "steps", "post", "environment", "options", "when", "matrix", "tools", "triggers"];
+pub(crate) const DECLARATIVE_ONLY: &[&str] = &[
+    "pipeline",
+    "agent",
+    "stages",
+    "steps",
+    "post",
+    "environment",
+    "options",
+    "when",
+    "matrix",
+    "tools",
+    "triggers",
+];
 
 impl Names {
     pub(crate) fn collect(script: &Script) -> Names {
-        let mut n = Names { functions: HashSet::new(), variables: HashSet::new() };
+        let mut n = Names {
+            functions: HashSet::new(),
+            variables: HashSet::new(),
+        };
         for s in &script.stmts {
             n.stmt(s);
         }
@@ -62,13 +77,19 @@ impl Names {
                 self.block(body);
             }
             StmtKind::While { body, .. } => self.block(body),
-            StmtKind::If { then, otherwise, .. } => {
+            StmtKind::If {
+                then, otherwise, ..
+            } => {
                 self.block(then);
                 if let Some(o) = otherwise {
                     self.stmt(o);
                 }
             }
-            StmtKind::Try { body, catches, finally } => {
+            StmtKind::Try {
+                body,
+                catches,
+                finally,
+            } => {
                 self.block(body);
                 for c in catches {
                     self.variables.insert(c.var.name.clone());
@@ -78,7 +99,10 @@ impl Names {
                     self.block(f);
                 }
             }
-            StmtKind::Switch { cases, .. } => cases.iter().flat_map(|c| &c.body).for_each(|s| self.stmt(s)),
+            StmtKind::Switch { cases, .. } => cases
+                .iter()
+                .flat_map(|c| &c.body)
+                .for_each(|s| self.stmt(s)),
             StmtKind::Block(b) => self.block(b),
             StmtKind::Expr { expr } => self.expr(expr),
             _ => {}
@@ -156,7 +180,11 @@ pub(crate) fn for_each_child(e: &Expr, f: &mut dyn FnMut(&Expr)) {
             f(lhs);
             f(rhs);
         }
-        ExprKind::Ternary { cond, then, otherwise } => {
+        ExprKind::Ternary {
+            cond,
+            then,
+            otherwise,
+        } => {
             f(cond);
             f(then);
             f(otherwise);
@@ -201,7 +229,11 @@ impl Checker<'_> {
                 self.expr(target);
                 self.expr(value);
             }
-            StmtKind::If { cond, then, otherwise } => {
+            StmtKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
                 self.expr(cond);
                 self.block(then);
                 if let Some(o) = otherwise {
@@ -212,7 +244,12 @@ impl Checker<'_> {
                 self.expr(iter);
                 self.block(body);
             }
-            StmtKind::For { init, cond, update, body } => {
+            StmtKind::For {
+                init,
+                cond,
+                update,
+                body,
+            } => {
                 if let Some(i) = init {
                     self.stmt(i);
                 }
@@ -228,7 +265,11 @@ impl Checker<'_> {
                 self.expr(cond);
                 self.block(body);
             }
-            StmtKind::Try { body, catches, finally } => {
+            StmtKind::Try {
+                body,
+                catches,
+                finally,
+            } => {
                 self.block(body);
                 catches.iter().for_each(|c| self.block(&c.body));
                 if let Some(f) = finally {
@@ -255,15 +296,21 @@ impl Checker<'_> {
             StmtKind::Unsupported { construct } => {
                 let help = if construct.contains("@Library") {
                     "valet runs pipeline files on their own; copy the steps you need from the library into this file as functions"
+                } else if construct.contains("@Grab") {
+                    "valet cannot fetch Java libraries; do that work in an `sh` step with the tools of the container"
                 } else if construct.contains("import") {
                     "valet provides the pipeline steps and Groovy's basic types; imported classes are not available"
                 } else {
                     "define functions with `def name(args) { … }` instead"
                 };
                 self.diags.push(
-                    Diagnostic::error("unsupported", s.span, format!("{construct} are not supported"))
-                        .with_label("not supported by valet")
-                        .with_help(help),
+                    Diagnostic::error(
+                        "unsupported",
+                        s.span,
+                        format!("{construct} are not supported"),
+                    )
+                    .with_label("not supported by valet")
+                    .with_help(help),
                 );
             }
             StmtKind::Break | StmtKind::Continue => {}
@@ -292,7 +339,11 @@ impl Checker<'_> {
                 }
             }
             ExprKind::Property { name, .. } if name.name == "metaClass" => {
-                self.diags.push(Diagnostic::error("unsupported", name.span, "metaprogramming (`metaClass`) is not supported"));
+                self.diags.push(Diagnostic::error(
+                    "unsupported",
+                    name.span,
+                    "metaprogramming (`metaClass`) is not supported",
+                ));
             }
             ExprKind::Closure(c) => self.closure(c),
             _ => {}
@@ -311,13 +362,24 @@ impl Checker<'_> {
         let name = call.name.name.as_str();
         if let Some(t) = &call.target {
             if let ExprKind::Var { name: tn } = &t.kind {
-                if (tn == "Eval" && name.starts_with("me")) || (tn == "Class" && name == "forName") {
-                    self.diags.push(Diagnostic::error("unsupported", e.span, format!("`{tn}.{name}` is not supported")).with_label("runs arbitrary code"));
+                if (tn == "Eval" && name.starts_with("me")) || (tn == "Class" && name == "forName")
+                {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "unsupported",
+                            e.span,
+                            format!("`{tn}.{name}` is not supported"),
+                        )
+                        .with_label("runs arbitrary code"),
+                    );
                 }
             }
             return;
         }
-        if self.names.functions.contains(name) || self.names.variables.contains(name) || GROOVY_BUILTINS.contains(&name) {
+        if self.names.functions.contains(name)
+            || self.names.variables.contains(name)
+            || GROOVY_BUILTINS.contains(&name)
+        {
             return;
         }
         match name {
@@ -325,14 +387,22 @@ impl Checker<'_> {
                 self.diags.push(
                     Diagnostic::error("unsupported", call.name.span, "`evaluate` is not supported")
                         .with_label("runs code valet cannot check")
-                        .with_help("write the code in the pipeline file, or `load` a file of functions"),
+                        .with_help(
+                            "write the code in the pipeline file, or `load` a file of functions",
+                        ),
                 );
                 return;
             }
             "library" | "libraryResource" => {
                 self.diags.push(
-                    Diagnostic::error("unsupported", call.name.span, format!("shared libraries (`{name}`) are not supported"))
-                        .with_help("copy the steps you need from the library into this file as functions"),
+                    Diagnostic::error(
+                        "unsupported",
+                        call.name.span,
+                        format!("shared libraries (`{name}`) are not supported"),
+                    )
+                    .with_help(
+                        "copy the steps you need from the library into this file as functions",
+                    ),
                 );
                 return;
             }
@@ -340,19 +410,34 @@ impl Checker<'_> {
         }
         if DECLARATIVE_ONLY.contains(&name) {
             // `retry(conditions: [agent()])` names a retry condition, not the directive.
-            if name == "pipeline" || (name == "agent" && call.args.is_empty() && call.closure.is_none()) {
+            if name == "pipeline"
+                || (name == "agent" && call.args.is_empty() && call.closure.is_none())
+            {
                 return;
             }
             self.diags.push(
-                Diagnostic::error("declarative", call.name.span, format!("`{name}` is a declarative directive and belongs inside `pipeline {{ … }}`"))
-                    .with_help("in a scripted pipeline, use `node`, `stage` and steps"),
+                Diagnostic::error(
+                    "declarative",
+                    call.name.span,
+                    format!(
+                        "`{name}` is a declarative directive and belongs inside `pipeline {{ … }}`"
+                    ),
+                )
+                .with_help("in a scripted pipeline, use `node`, `stage` and steps"),
             );
             return;
         }
         let Some(def) = steps::find(name) else {
-            let mut d = Diagnostic::error("unknown-step", call.name.span, format!("unknown step `{name}`"))
-                .with_label("not a step valet knows, nor a function or variable of this file");
-            let candidates = steps::STEPS.iter().map(|s| s.name).chain(self.names.functions.iter().map(String::as_str));
+            let mut d = Diagnostic::error(
+                "unknown-step",
+                call.name.span,
+                format!("unknown step `{name}`"),
+            )
+            .with_label("not a step valet knows, nor a function or variable of this file");
+            let candidates = steps::STEPS
+                .iter()
+                .map(|s| s.name)
+                .chain(self.names.functions.iter().map(String::as_str));
             d = match steps::did_you_mean(name, candidates) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
                 None => d.with_help("the steps valet supports are listed in docs/language.md"),
@@ -362,9 +447,13 @@ impl Checker<'_> {
         };
         if def.kind == Kind::Windows {
             self.diags.push(
-                Diagnostic::error("unsupported", call.name.span, format!("`{name}` runs Windows scripts; valet pods run Linux"))
-                    .with_label("not available on a Linux pod")
-                    .with_help("use `sh` with a POSIX shell script"),
+                Diagnostic::error(
+                    "unsupported",
+                    call.name.span,
+                    format!("`{name}` runs Windows scripts; valet pods run Linux"),
+                )
+                .with_label("not available on a Linux pod")
+                .with_help("use `sh` with a POSIX shell script"),
             );
             return;
         }
@@ -376,18 +465,35 @@ impl Checker<'_> {
 
     fn params(&mut self, def: &steps::StepDef, call: &Call, e: &Expr) {
         let name = def.name;
-        let has_closure_arg = call.args.iter().any(|a| matches!(a, Arg::Positional(Expr { kind: ExprKind::Closure(_), .. })));
+        let has_closure_arg = call.args.iter().any(|a| {
+            matches!(
+                a,
+                Arg::Positional(Expr {
+                    kind: ExprKind::Closure(_),
+                    ..
+                })
+            )
+        });
         let has_body = call.closure.is_some() || has_closure_arg;
         match def.body {
             Body::No if call.closure.is_some() => {
                 let span = call.closure.as_ref().map_or(e.span, |c| c.span);
-                self.diags.push(Diagnostic::error("step", span, format!("`{name}` does not take a body `{{ … }}`")).with_label("unexpected body"));
+                self.diags.push(
+                    Diagnostic::error(
+                        "step",
+                        span,
+                        format!("`{name}` does not take a body `{{ … }}`"),
+                    )
+                    .with_label("unexpected body"),
+                );
             }
             Body::Required if !has_body => {
                 self.diags.push(
                     Diagnostic::error("step", e.span, format!("`{name}` needs a body `{{ … }}`"))
                         .with_label("no body")
-                        .with_help(format!("write the steps it wraps in braces: `{name}(…) {{ sh 'make' }}`")),
+                        .with_help(format!(
+                            "write the steps it wraps in braces: `{name}(…) {{ sh 'make' }}`"
+                        )),
                 );
             }
             _ => {}
@@ -396,29 +502,52 @@ impl Checker<'_> {
             // Named arguments are the branch names; only `failFast` is a parameter.
             return;
         }
-        let positional: Vec<&Expr> =
-            call.args.iter().filter_map(|a| if let Arg::Positional(p) = a { Some(p) } else { None }).filter(|p| !matches!(p.kind, ExprKind::Closure(_))).collect();
+        let positional: Vec<&Expr> = call
+            .args
+            .iter()
+            .filter_map(|a| {
+                if let Arg::Positional(p) = a {
+                    Some(p)
+                } else {
+                    None
+                }
+            })
+            .filter(|p| !matches!(p.kind, ExprKind::Closure(_)))
+            .collect();
         if positional.len() > 1 && !def.variadic {
             self.diags.push(
-                Diagnostic::error("step", positional[1].span, format!("`{name}` takes one argument without a name"))
-                    .with_label("extra argument")
-                    .with_help("name the others, e.g. `param: value`"),
+                Diagnostic::error(
+                    "step",
+                    positional[1].span,
+                    format!("`{name}` takes one argument without a name"),
+                )
+                .with_label("extra argument")
+                .with_help("name the others, e.g. `param: value`"),
             );
         }
         if let (Some(p), Some((pname, ty))) = (positional.first(), def.params.first()) {
             self.check_type(name, pname, *ty, p);
         } else if let (Some(p), None) = (positional.first(), def.params.first()) {
-            self.diags.push(Diagnostic::error("step", p.span, format!("`{name}` takes no arguments")).with_label("unexpected argument"));
+            self.diags.push(
+                Diagnostic::error("step", p.span, format!("`{name}` takes no arguments"))
+                    .with_label("unexpected argument"),
+            );
         }
         for a in &call.args {
-            let Arg::Named { name: pn, value } = a else { continue };
+            let Arg::Named { name: pn, value } = a else {
+                continue;
+            };
             if pn.name.starts_with('$') {
                 continue;
             }
             match def.params.iter().find(|(p, _)| *p == pn.name) {
                 Some((_, ty)) => self.check_type(name, &pn.name, *ty, value),
                 None => {
-                    let mut d = Diagnostic::error("unknown-parameter", pn.span, format!("`{name}` has no parameter `{}`", pn.name));
+                    let mut d = Diagnostic::error(
+                        "unknown-parameter",
+                        pn.span,
+                        format!("`{name}` has no parameter `{}`", pn.name),
+                    );
                     d = match steps::did_you_mean(&pn.name, def.params.iter().map(|(p, _)| *p)) {
                         Some(s) => d.with_label(format!("did you mean `{s}`?")),
                         None => d.with_label("unknown parameter"),
@@ -438,7 +567,9 @@ impl Checker<'_> {
     fn check_type(&mut self, step: &str, param: &str, ty: Ty, value: &Expr) {
         let found = match &value.kind {
             ExprKind::Str { value: s } => {
-                if ty == Ty::Int && s.trim().parse::<f64>().is_ok() || ty == Ty::Bool && (s == "true" || s == "false") {
+                if ty == Ty::Int && s.trim().parse::<f64>().is_ok()
+                    || ty == Ty::Bool && (s == "true" || s == "false")
+                {
                     return;
                 }
                 Ty::Str
@@ -454,8 +585,16 @@ impl Checker<'_> {
         let ok = ty == Ty::Any || found == ty || (ty == Ty::Str && found == Ty::Int);
         if !ok {
             self.diags.push(
-                Diagnostic::error("type", value.span, format!("`{step}`'s `{param}` takes {}, not {}", ty.describe(), found.describe()))
-                    .with_label(format!("expected {}", ty.describe())),
+                Diagnostic::error(
+                    "type",
+                    value.span,
+                    format!(
+                        "`{step}`'s `{param}` takes {}, not {}",
+                        ty.describe(),
+                        found.describe()
+                    ),
+                )
+                .with_label(format!("expected {}", ty.describe())),
             );
         }
     }
@@ -469,6 +608,19 @@ fn allowed_class(class: &str) -> bool {
         || short.ends_with("Error")
         || matches!(
             short,
-            "ArrayList" | "LinkedList" | "HashMap" | "LinkedHashMap" | "TreeMap" | "HashSet" | "LinkedHashSet" | "TreeSet" | "Date" | "StringBuilder" | "StringBuffer" | "Random" | "String" | "Object"
+            "ArrayList"
+                | "LinkedList"
+                | "HashMap"
+                | "LinkedHashMap"
+                | "TreeMap"
+                | "HashSet"
+                | "LinkedHashSet"
+                | "TreeSet"
+                | "Date"
+                | "StringBuilder"
+                | "StringBuffer"
+                | "Random"
+                | "String"
+                | "Object"
         )
 }

@@ -11,11 +11,44 @@ use valet_dsl::Diagnostic;
 use valet_dsl::Span;
 use valet_dsl::ast::*;
 
-const PIPELINE_DIRECTIVES: &[&str] = &["agent", "environment", "options", "parameters", "triggers", "tools", "stages", "post", "libraries"];
-const STAGE_DIRECTIVES: &[&str] =
-    &["agent", "environment", "options", "when", "input", "tools", "steps", "stages", "parallel", "matrix", "post", "failFast"];
-const POST_CONDITIONS: &[&str] =
-    &["always", "changed", "fixed", "regression", "aborted", "failure", "success", "unstable", "unsuccessful", "cleanup", "notBuilt"];
+const PIPELINE_DIRECTIVES: &[&str] = &[
+    "agent",
+    "environment",
+    "options",
+    "parameters",
+    "triggers",
+    "tools",
+    "stages",
+    "post",
+    "libraries",
+];
+const STAGE_DIRECTIVES: &[&str] = &[
+    "agent",
+    "environment",
+    "options",
+    "when",
+    "input",
+    "tools",
+    "steps",
+    "stages",
+    "parallel",
+    "matrix",
+    "post",
+    "failFast",
+];
+const POST_CONDITIONS: &[&str] = &[
+    "always",
+    "changed",
+    "fixed",
+    "regression",
+    "aborted",
+    "failure",
+    "success",
+    "unstable",
+    "unsuccessful",
+    "cleanup",
+    "notBuilt",
+];
 
 /// A directive inside a declarative block: `name args { body }`.
 struct Directive<'a> {
@@ -29,9 +62,17 @@ fn directives(body: &[Stmt]) -> (Vec<Directive<'_>>, Vec<&Stmt>) {
     let mut other = Vec::new();
     for s in body {
         match &s.kind {
-            StmtKind::Expr { expr: e @ Expr { kind: ExprKind::Call(c), .. } } if c.target.is_none() => {
-                out.push(Directive { name: &c.name.name, call: c, expr: e })
-            }
+            StmtKind::Expr {
+                expr:
+                    e @ Expr {
+                        kind: ExprKind::Call(c),
+                        ..
+                    },
+            } if c.target.is_none() => out.push(Directive {
+                name: &c.name.name,
+                call: c,
+                expr: e,
+            }),
             _ => other.push(s),
         }
     }
@@ -42,13 +83,25 @@ fn directives(body: &[Stmt]) -> (Vec<Directive<'_>>, Vec<&Stmt>) {
 enum Agent {
     /// `agent none`: no pod; each stage brings its own.
     None,
-    Pod { label: Option<String>, pod: PodSpec },
+    Pod {
+        label: Option<String>,
+        pod: PodSpec,
+    },
 }
 
 impl GraphBuilder<'_> {
-    pub(crate) fn declarative(&mut self, call: &Call, e: &Expr, checker: &mut Checker<'_>) -> Vec<Step> {
+    pub(crate) fn declarative(
+        &mut self,
+        call: &Call,
+        e: &Expr,
+        checker: &mut Checker<'_>,
+    ) -> Vec<Step> {
         let Some(body) = &call.closure else {
-            self.diags.push(Diagnostic::error("declarative", e.span, "`pipeline` needs a body `{ … }`"));
+            self.diags.push(Diagnostic::error(
+                "declarative",
+                e.span,
+                "`pipeline` needs a body `{ … }`",
+            ));
             return vec![];
         };
         let (dirs, other) = directives(&body.body);
@@ -81,7 +134,10 @@ impl GraphBuilder<'_> {
             return vec![];
         };
         let Some(stages_dir) = stages_dir else {
-            self.diags.push(Diagnostic::error("declarative", call.name.span, "`pipeline` has no `stages`").with_help("add `stages { stage('Build') { steps { … } } }`"));
+            self.diags.push(
+                Diagnostic::error("declarative", call.name.span, "`pipeline` has no `stages`")
+                    .with_help("add `stages { stage('Build') { steps { … } } }`"),
+            );
             return vec![];
         };
         let mut ctx = Ctx::default();
@@ -103,7 +159,15 @@ impl GraphBuilder<'_> {
             for (cond, body) in post {
                 let mut args = IndexMap::new();
                 args.insert("condition".to_string(), Value::Str(cond));
-                steps.push(self.step(StepKind::Wrapper { name: "post".into(), args, steps: body }, e.span, &ctx));
+                steps.push(self.step(
+                    StepKind::Wrapper {
+                        name: "post".into(),
+                        args,
+                        steps: body,
+                    },
+                    e.span,
+                    &ctx,
+                ));
             }
         }
         for (name, args) in wrappers.into_iter().rev() {
@@ -112,7 +176,15 @@ impl GraphBuilder<'_> {
         if !env.is_empty() {
             let mut args = IndexMap::new();
             args.insert("environment".to_string(), Value::Map(env));
-            steps = vec![self.step(StepKind::Wrapper { name: "withEnv".into(), args, steps }, e.span, &ctx)];
+            steps = vec![self.step(
+                StepKind::Wrapper {
+                    name: "withEnv".into(),
+                    args,
+                    steps,
+                },
+                e.span,
+                &ctx,
+            )];
         }
         match job {
             Some(idx) => {
@@ -126,16 +198,24 @@ impl GraphBuilder<'_> {
     fn misplaced(&mut self, stmts: &[&Stmt], place: &str) {
         for s in stmts {
             self.diags.push(
-                Diagnostic::error("declarative", s.span, format!("only directives belong directly in {place}"))
-                    .with_label("not a directive")
-                    .with_help("put scripted code inside `steps { script { … } }`"),
+                Diagnostic::error(
+                    "declarative",
+                    s.span,
+                    format!("only directives belong directly in {place}"),
+                )
+                .with_label("not a directive")
+                .with_help("put scripted code inside `steps { script { … } }`"),
             );
         }
     }
 
     fn unknown_directive(&mut self, name: &str, d: &Directive<'_>, allowed: &[&str], place: &str) {
-        let mut diag = Diagnostic::error("declarative", d.call.name.span, format!("`{name}` is not a directive of `{place}`"))
-            .with_label(format!("allowed here: {}", allowed.join(", ")));
+        let mut diag = Diagnostic::error(
+            "declarative",
+            d.call.name.span,
+            format!("`{name}` is not a directive of `{place}`"),
+        )
+        .with_label(format!("allowed here: {}", allowed.join(", ")));
         if let Some(s) = crate::steps::did_you_mean(name, allowed.iter().copied()) {
             diag = diag.with_help(format!("did you mean `{s}`?"));
         } else if crate::steps::find(name).is_some() {
@@ -149,8 +229,18 @@ impl GraphBuilder<'_> {
             Some(c) => {
                 let mut m = IndexMap::new();
                 for s in &c.body {
-                    if let StmtKind::Expr { expr: Expr { kind: ExprKind::Call(inner), .. } } = &s.kind {
-                        m.insert(inner.name.name.clone(), Value::Map(self.args(inner, "value")));
+                    if let StmtKind::Expr {
+                        expr:
+                            Expr {
+                                kind: ExprKind::Call(inner),
+                                ..
+                            },
+                    } = &s.kind
+                    {
+                        m.insert(
+                            inner.name.name.clone(),
+                            Value::Map(self.args(inner, "value")),
+                        );
                     }
                 }
                 Value::Map(m)
@@ -164,16 +254,29 @@ impl GraphBuilder<'_> {
         if let Some(arg) = d.call.positional().next() {
             return match &arg.kind {
                 ExprKind::Var { name } if name == "none" => Agent::None,
-                ExprKind::Var { name } if name == "any" => Agent::Pod { label: None, pod: pods::default_pod("any") },
+                ExprKind::Var { name } if name == "any" => Agent::Pod {
+                    label: None,
+                    pod: pods::default_pod("any"),
+                },
                 _ => {
                     let v = self.value(arg);
                     let label = display_name(&v);
-                    Agent::Pod { label: Some(label.clone()), pod: pods::default_pod(&label) }
+                    Agent::Pod {
+                        label: Some(label.clone()),
+                        pod: pods::default_pod(&label),
+                    }
                 }
             };
         }
         let Some(body) = &d.call.closure else {
-            self.diags.push(Diagnostic::error("declarative", d.expr.span, "`agent` needs `any`, `none` or a block").with_help("write `agent any`"));
+            self.diags.push(
+                Diagnostic::error(
+                    "declarative",
+                    d.expr.span,
+                    "`agent` needs `any`, `none` or a block",
+                )
+                .with_help("write `agent any`"),
+            );
             return Agent::None;
         };
         let (dirs, other) = directives(&body.body);
@@ -184,7 +287,12 @@ impl GraphBuilder<'_> {
                 let mut m = IndexMap::new();
                 if let Some(c) = &inner.call.closure {
                     for (dd, _) in directives(&c.body).0.iter().map(|x| (x, ())) {
-                        let v = dd.call.positional().next().map(|a| (this.value(a), a.span)).unwrap_or((Value::Null, dd.call.name.span));
+                        let v = dd
+                            .call
+                            .positional()
+                            .next()
+                            .map(|a| (this.value(a), a.span))
+                            .unwrap_or((Value::Null, dd.call.name.span));
                         m.insert(dd.name.to_string(), v);
                     }
                 }
@@ -196,7 +304,10 @@ impl GraphBuilder<'_> {
             match inner.name {
                 "label" => {
                     let label = args.get("label").map(display_name);
-                    return Agent::Pod { pod: pods::default_pod(label.as_deref().unwrap_or("any")), label };
+                    return Agent::Pod {
+                        pod: pods::default_pod(label.as_deref().unwrap_or("any")),
+                        label,
+                    };
                 }
                 "node" => {
                     let s = settings(self);
@@ -211,7 +322,18 @@ impl GraphBuilder<'_> {
                     let s = if inner.call.closure.is_some() {
                         settings(self)
                     } else {
-                        args.iter().map(|(k, v)| (if k == "label" { "image".to_string() } else { k.clone() }, (v.clone(), inner.call.name.span))).collect()
+                        args.iter()
+                            .map(|(k, v)| {
+                                (
+                                    if k == "label" {
+                                        "image".to_string()
+                                    } else {
+                                        k.clone()
+                                    },
+                                    (v.clone(), inner.call.name.span),
+                                )
+                            })
+                            .collect()
                     };
                     let image = match inner.name {
                         "docker" => s.get("image").map(|(v, _)| display_name(v)),
@@ -220,7 +342,10 @@ impl GraphBuilder<'_> {
                     let mut pod = pods::default_pod(image.as_deref().unwrap_or("dockerfile"));
                     pod.containers[0].image = image;
                     if inner.name == "dockerfile" {
-                        self.notes.push((inner.call.name.span, "the image is built from a Dockerfile when the pipeline runs".into()));
+                        self.notes.push((
+                            inner.call.name.span,
+                            "the image is built from a Dockerfile when the pipeline runs".into(),
+                        ));
                     }
                     for (k, (v, _)) in s {
                         if k != "image" {
@@ -233,15 +358,24 @@ impl GraphBuilder<'_> {
                 "kubernetes" => {
                     let s = settings(self);
                     let mut notes = std::mem::take(&mut self.notes);
-                    let mut pod = PodSpec { name: "kubernetes".into(), ..Default::default() };
+                    let mut pod = PodSpec {
+                        name: "kubernetes".into(),
+                        ..Default::default()
+                    };
                     {
-                        let mut pb = PodBuilder { src: self.src, consts: &self.consts, diags: &mut self.diags, notes: &mut notes };
+                        let mut pb = PodBuilder {
+                            src: self.src,
+                            consts: &self.consts,
+                            diags: &mut self.diags,
+                            notes: &mut notes,
+                        };
                         if let Some((Value::Str(y), span)) = s.get("yaml") {
                             pb.merge_yaml(&mut pod, y, *span);
                             pod.yaml.push(y.clone());
                         }
                         // Containers written in the agent block, directly or in a `podTemplate { … }` block.
-                        let mut blocks: Vec<&[Stmt]> = inner.call.closure.iter().map(|c| &c.body[..]).collect();
+                        let mut blocks: Vec<&[Stmt]> =
+                            inner.call.closure.iter().map(|c| &c.body[..]).collect();
                         while let Some(block) = blocks.pop() {
                             for dd in directives(block).0 {
                                 match dd.name {
@@ -250,7 +384,9 @@ impl GraphBuilder<'_> {
                                             pods::upsert(&mut pod.containers, ct);
                                         }
                                     }
-                                    "podTemplate" | "containerTemplates" | "containers" => blocks.extend(dd.call.closure.iter().map(|c| &c.body[..])),
+                                    "podTemplate" | "containerTemplates" | "containers" => {
+                                        blocks.extend(dd.call.closure.iter().map(|c| &c.body[..]))
+                                    }
                                     "inheritFrom" | "yamlFile" => pod.open = true,
                                     _ => {}
                                 }
@@ -267,7 +403,12 @@ impl GraphBuilder<'_> {
                         pod.yaml.push(format!("yamlFile: {f}"));
                     }
                     if let Some((Value::Str(parent), span)) = s.get("inheritFrom") {
-                        match self.all_templates.iter().rev().find(|t| t.name.as_deref() == Some(parent.as_str())) {
+                        match self
+                            .all_templates
+                            .iter()
+                            .rev()
+                            .find(|t| t.name.as_deref() == Some(parent.as_str()))
+                        {
                             Some(t) => pod = pods::merge_pods(&t.pod, &pod),
                             None => {
                                 self.notes.push((*span, format!("inherits from `{parent}`, a template defined outside this file")));
@@ -276,7 +417,15 @@ impl GraphBuilder<'_> {
                             }
                         }
                     }
-                    for key in ["namespace", "serviceAccount", "cloud", "podRetention", "idleMinutes", "nodeSelector", "workspaceVolume"] {
+                    for key in [
+                        "namespace",
+                        "serviceAccount",
+                        "cloud",
+                        "podRetention",
+                        "idleMinutes",
+                        "nodeSelector",
+                        "workspaceVolume",
+                    ] {
                         if let Some((v, _)) = s.get(key) {
                             pod.extra.insert(key.into(), v.clone());
                         }
@@ -284,24 +433,58 @@ impl GraphBuilder<'_> {
                     let default = s.get("defaultContainer").map(|(v, _)| display_name(v));
                     if let (Some(dc), Some((_, span))) = (&default, s.get("defaultContainer")) {
                         if !pod.containers.iter().any(|c| &c.name == dc) && !pod.open {
-                            self.diags.push(Diagnostic::error("container", *span, format!("the pod has no container `{dc}`")).with_help("name one of the pod YAML's containers"));
+                            self.diags.push(
+                                Diagnostic::error(
+                                    "container",
+                                    *span,
+                                    format!("the pod has no container `{dc}`"),
+                                )
+                                .with_help("name one of the pod YAML's containers"),
+                            );
                         }
                     }
                     let pod = pods::finish_k8s_pod(pod, default.as_deref());
-                    return Agent::Pod { label: s.get("label").map(|(v, _)| display_name(v)), pod };
+                    return Agent::Pod {
+                        label: s.get("label").map(|(v, _)| display_name(v)),
+                        pod,
+                    };
                 }
-                "any" => return Agent::Pod { label: None, pod: pods::default_pod("any") },
+                "any" => {
+                    return Agent::Pod {
+                        label: None,
+                        pod: pods::default_pod("any"),
+                    };
+                }
                 "none" => return Agent::None,
-                other => self.unknown_directive(other, &inner, &["any", "none", "label", "node", "docker", "dockerfile", "kubernetes"], "agent"),
+                other => self.unknown_directive(
+                    other,
+                    &inner,
+                    &[
+                        "any",
+                        "none",
+                        "label",
+                        "node",
+                        "docker",
+                        "dockerfile",
+                        "kubernetes",
+                    ],
+                    "agent",
+                ),
             }
         }
         let _ = checker;
         Agent::None
     }
 
-    fn environment(&mut self, d: &Directive<'_>, checker: &mut Checker<'_>) -> IndexMap<String, Value> {
+    fn environment(
+        &mut self,
+        d: &Directive<'_>,
+        checker: &mut Checker<'_>,
+    ) -> IndexMap<String, Value> {
         let mut env = IndexMap::new();
-        let Some(body) = &d.call.closure else { return env };
+        let Some(body) = &d.call.closure else {
+            return env;
+        };
         for s in &body.body {
             match &s.kind {
                 StmtKind::Assign { target, value, .. } => {
@@ -310,7 +493,12 @@ impl GraphBuilder<'_> {
                     env.insert(key, self.value(value));
                 }
                 _ => self.diags.push(
-                    Diagnostic::error("declarative", s.span, "`environment` holds only `NAME = value` lines").with_help("write e.g. `DEPLOY_TO = 'staging'`"),
+                    Diagnostic::error(
+                        "declarative",
+                        s.span,
+                        "`environment` holds only `NAME = value` lines",
+                    )
+                    .with_help("write e.g. `DEPLOY_TO = 'staging'`"),
                 ),
             }
         }
@@ -318,16 +506,26 @@ impl GraphBuilder<'_> {
     }
 
     /// `options { timeout(…); retry(…); … }`: wrappers for the stages, settings for the controller.
-    fn options_directive(&mut self, d: &Directive<'_>, _checker: &mut Checker<'_>) -> Vec<(String, IndexMap<String, Value>)> {
+    fn options_directive(
+        &mut self,
+        d: &Directive<'_>,
+        _checker: &mut Checker<'_>,
+    ) -> Vec<(String, IndexMap<String, Value>)> {
         let mut wrappers = Vec::new();
-        let Some(body) = &d.call.closure else { return wrappers };
+        let Some(body) = &d.call.closure else {
+            return wrappers;
+        };
         let (dirs, other) = directives(&body.body);
         self.misplaced(&other, "`options { … }`");
         for o in dirs {
-            let first = crate::steps::find(o.name).and_then(|s| s.params.first()).map_or("value", |(p, _)| *p);
+            let first = crate::steps::find(o.name)
+                .and_then(|s| s.params.first())
+                .map_or("value", |(p, _)| *p);
             let args = self.args(o.call, first);
             match o.name {
-                "timeout" | "retry" | "timestamps" | "ansiColor" | "lock" => wrappers.push((o.name.to_string(), args)),
+                "timeout" | "retry" | "timestamps" | "ansiColor" | "lock" => {
+                    wrappers.push((o.name.to_string(), args))
+                }
                 _ => {
                     self.options.insert(o.name.to_string(), Value::Map(args));
                 }
@@ -343,9 +541,16 @@ impl GraphBuilder<'_> {
         }
     }
 
-    fn post(&mut self, d: &Directive<'_>, ctx: &mut Ctx, checker: &mut Checker<'_>) -> IndexMap<String, Vec<Step>> {
+    fn post(
+        &mut self,
+        d: &Directive<'_>,
+        ctx: &mut Ctx,
+        checker: &mut Checker<'_>,
+    ) -> IndexMap<String, Vec<Step>> {
         let mut out = IndexMap::new();
-        let Some(body) = &d.call.closure else { return out };
+        let Some(body) = &d.call.closure else {
+            return out;
+        };
         let (dirs, other) = directives(&body.body);
         self.misplaced(&other, "`post { … }`");
         for c in dirs {
@@ -361,7 +566,9 @@ impl GraphBuilder<'_> {
     }
 
     fn stages(&mut self, d: &Directive<'_>, ctx: &mut Ctx, checker: &mut Checker<'_>) -> Vec<Step> {
-        let Some(body) = &d.call.closure else { return vec![] };
+        let Some(body) = &d.call.closure else {
+            return vec![];
+        };
         let (dirs, other) = directives(&body.body);
         self.misplaced(&other, "`stages { … }`");
         let mut out = Vec::new();
@@ -376,20 +583,44 @@ impl GraphBuilder<'_> {
     }
 
     fn stage(&mut self, d: &Directive<'_>, ctx: &mut Ctx, checker: &mut Checker<'_>) -> Step {
-        let name = d.call.positional().next().map(|n| self.value(n)).unwrap_or(Value::Null);
+        let name = d
+            .call
+            .positional()
+            .next()
+            .map(|n| self.value(n))
+            .unwrap_or(Value::Null);
         let mut steps = Vec::new();
         let mut when = Vec::new();
         let mut post = IndexMap::new();
         let Some(body) = &d.call.closure else {
-            self.diags.push(Diagnostic::error("declarative", d.expr.span, "a declarative `stage` needs a body").with_help("add `steps { … }`"));
-            return self.step(StepKind::Stage { name, when, post, steps }, d.expr.span, ctx);
+            self.diags.push(
+                Diagnostic::error(
+                    "declarative",
+                    d.expr.span,
+                    "a declarative `stage` needs a body",
+                )
+                .with_help("add `steps { … }`"),
+            );
+            return self.step(
+                StepKind::Stage {
+                    name,
+                    when,
+                    post,
+                    steps,
+                },
+                d.expr.span,
+                ctx,
+            );
         };
         let (dirs, other) = directives(&body.body);
         self.misplaced(&other, "a declarative `stage`");
         let mut inner = ctx.clone();
         inner.path.push(display_name(&name));
         // A stage agent makes a job of its own for this stage.
-        let own_job = dirs.iter().find(|x| x.name == "agent").map(|a| self.agent(a, checker));
+        let own_job = dirs
+            .iter()
+            .find(|x| x.name == "agent")
+            .map(|a| self.agent(a, checker));
         let mut job_idx = None;
         if let Some(Agent::Pod { label, pod }) = own_job {
             let idx = self.new_job(label, pod, d.expr.span, &inner);
@@ -423,15 +654,43 @@ impl GraphBuilder<'_> {
                     has_body = true;
                     steps.push(self.matrix(x, &mut inner, checker));
                 }
-                "failFast" => fail_fast = matches!(x.call.positional().next().map(|e| &e.kind), Some(ExprKind::Bool { value: true })),
+                "failFast" => {
+                    fail_fast = matches!(
+                        x.call.positional().next().map(|e| &e.kind),
+                        Some(ExprKind::Bool { value: true })
+                    )
+                }
                 "environment" => env = self.environment(x, checker),
                 "options" => wrappers = self.options_directive(x, checker),
                 "when" => when = self.when(x, checker),
                 "input" => {
                     let args = x.call.closure.as_ref().map(|c| {
-                        directives(&c.body).0.iter().map(|dd| (dd.name.to_string(), dd.call.positional().next().map(|a| self.value(a)).unwrap_or(Value::Null))).collect()
+                        directives(&c.body)
+                            .0
+                            .iter()
+                            .map(|dd| {
+                                (
+                                    dd.name.to_string(),
+                                    dd.call
+                                        .positional()
+                                        .next()
+                                        .map(|a| self.value(a))
+                                        .unwrap_or(Value::Null),
+                                )
+                            })
+                            .collect()
                     });
-                    steps.insert(0, self.step(StepKind::Call { name: "input".into(), args: args.unwrap_or_default() }, x.expr.span, &inner));
+                    steps.insert(
+                        0,
+                        self.step(
+                            StepKind::Call {
+                                name: "input".into(),
+                                args: args.unwrap_or_default(),
+                            },
+                            x.expr.span,
+                            &inner,
+                        ),
+                    );
                 }
                 "tools" => {}
                 "post" => post = self.post(x, &mut inner, checker),
@@ -440,32 +699,73 @@ impl GraphBuilder<'_> {
         }
         if !has_body {
             self.diags.push(
-                Diagnostic::error("declarative", d.call.name.span, format!("stage {} has no `steps`, `stages`, `parallel` or `matrix`", name.display()))
-                    .with_help("add `steps { … }`"),
+                Diagnostic::error(
+                    "declarative",
+                    d.call.name.span,
+                    format!(
+                        "stage {} has no `steps`, `stages`, `parallel` or `matrix`",
+                        name.display()
+                    ),
+                )
+                .with_help("add `steps { … }`"),
             );
         }
         for (wname, args) in wrappers.into_iter().rev() {
-            steps = vec![self.step(StepKind::Wrapper { name: wname, args, steps }, d.expr.span, &inner)];
+            steps = vec![self.step(
+                StepKind::Wrapper {
+                    name: wname,
+                    args,
+                    steps,
+                },
+                d.expr.span,
+                &inner,
+            )];
         }
         if !env.is_empty() {
             let mut args = IndexMap::new();
             args.insert("environment".to_string(), Value::Map(env));
-            steps = vec![self.step(StepKind::Wrapper { name: "withEnv".into(), args, steps }, d.expr.span, &inner)];
+            steps = vec![self.step(
+                StepKind::Wrapper {
+                    name: "withEnv".into(),
+                    args,
+                    steps,
+                },
+                d.expr.span,
+                &inner,
+            )];
         }
-        let stage = self.step(StepKind::Stage { name, when, post, steps }, d.expr.span, ctx);
+        let stage = self.step(
+            StepKind::Stage {
+                name,
+                when,
+                post,
+                steps,
+            },
+            d.expr.span,
+            ctx,
+        );
         match job_idx {
             Some(idx) => {
                 self.jobs[idx].steps = vec![stage.clone()];
                 let mut args = IndexMap::new();
                 args.insert("job".to_string(), Value::Str(self.jobs[idx].id.clone()));
-                self.step(StepKind::Call { name: "node".into(), args }, d.expr.span, ctx)
+                self.step(
+                    StepKind::Call {
+                        name: "node".into(),
+                        args,
+                    },
+                    d.expr.span,
+                    ctx,
+                )
             }
             None => stage,
         }
     }
 
     fn when(&mut self, d: &Directive<'_>, checker: &mut Checker<'_>) -> Vec<String> {
-        let Some(body) = &d.call.closure else { return vec![] };
+        let Some(body) = &d.call.closure else {
+            return vec![];
+        };
         let mut out = Vec::new();
         for s in &body.body {
             if let StmtKind::Expr { expr } = &s.kind {
@@ -485,7 +785,13 @@ impl GraphBuilder<'_> {
         out
     }
 
-    fn parallel_stages(&mut self, d: &Directive<'_>, ctx: &mut Ctx, fail_fast: bool, checker: &mut Checker<'_>) -> Step {
+    fn parallel_stages(
+        &mut self,
+        d: &Directive<'_>,
+        ctx: &mut Ctx,
+        fail_fast: bool,
+        checker: &mut Checker<'_>,
+    ) -> Step {
         let mut branches = Vec::new();
         let start = self.frontier.clone();
         let mut ends = Vec::new();
@@ -500,13 +806,28 @@ impl GraphBuilder<'_> {
                 self.frontier = start.clone();
                 let st = self.stage(&s, ctx, checker);
                 ends.extend(self.frontier.clone());
-                let name = s.call.positional().next().map(|n| self.value(n)).unwrap_or(Value::Null);
-                branches.push(Branch { name, steps: vec![st] });
+                let name = s
+                    .call
+                    .positional()
+                    .next()
+                    .map(|n| self.value(n))
+                    .unwrap_or(Value::Null);
+                branches.push(Branch {
+                    name,
+                    steps: vec![st],
+                });
             }
         }
         ends.dedup();
         self.frontier = if ends.is_empty() { start } else { ends };
-        self.step(StepKind::Parallel { branches, fail_fast }, d.expr.span, ctx)
+        self.step(
+            StepKind::Parallel {
+                branches,
+                fail_fast,
+            },
+            d.expr.span,
+            ctx,
+        )
     }
 
     /// `matrix { axes { axis { name 'X'; values 'a', 'b' } }; excludes { … }; stages { … } }`:
@@ -530,20 +851,44 @@ impl GraphBuilder<'_> {
                             let mut conds = Vec::new();
                             for axis in ex.call.closure.iter().flat_map(|c| directives(&c.body).0) {
                                 let (n, v) = self.axis(&axis);
-                                conds.push((n, v, axis.name == "notValues" || axis.call.closure.as_ref().is_some_and(|c| directives(&c.body).0.iter().any(|a| a.name == "notValues"))));
+                                conds.push((
+                                    n,
+                                    v,
+                                    axis.name == "notValues"
+                                        || axis.call.closure.as_ref().is_some_and(|c| {
+                                            directives(&c.body)
+                                                .0
+                                                .iter()
+                                                .any(|a| a.name == "notValues")
+                                        }),
+                                ));
                             }
                             excludes.push(conds);
                         }
                     }
                     "stages" => stages_dir = Some(x),
                     "when" | "post" | "options" | "environment" | "failFast" => {}
-                    other => self.unknown_directive(other, &x, &["axes", "excludes", "stages", "agent", "when", "post", "options"], "matrix"),
+                    other => self.unknown_directive(
+                        other,
+                        &x,
+                        &[
+                            "axes", "excludes", "stages", "agent", "when", "post", "options",
+                        ],
+                        "matrix",
+                    ),
                 }
             }
         }
         let mut combos: Vec<Vec<(String, Value)>> = vec![vec![]];
         for (name, values) in &axes {
-            combos = combos.into_iter().flat_map(|c| values.iter().map(move |v| [c.clone(), vec![(name.clone(), v.clone())]].concat())).collect();
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values
+                        .iter()
+                        .map(move |v| [c.clone(), vec![(name.clone(), v.clone())]].concat())
+                })
+                .collect();
         }
         combos.retain(|combo| {
             !excludes.iter().any(|ex| {
@@ -558,7 +903,11 @@ impl GraphBuilder<'_> {
         let mut ends = Vec::new();
         let mut branches = Vec::new();
         for combo in combos {
-            let label = combo.iter().map(|(n, v)| format!("{n}={}", display_name(v))).collect::<Vec<_>>().join(", ");
+            let label = combo
+                .iter()
+                .map(|(n, v)| format!("{n}={}", display_name(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
             let mut inner = ctx.clone();
             inner.path.push(label.clone());
             self.frontier = start.clone();
@@ -582,18 +931,43 @@ impl GraphBuilder<'_> {
             let env: IndexMap<String, Value> = combo.into_iter().collect();
             let mut args = IndexMap::new();
             args.insert("environment".to_string(), Value::Map(env));
-            steps = vec![self.step(StepKind::Wrapper { name: "withEnv".into(), args, steps }, d.expr.span, &inner)];
+            steps = vec![self.step(
+                StepKind::Wrapper {
+                    name: "withEnv".into(),
+                    args,
+                    steps,
+                },
+                d.expr.span,
+                &inner,
+            )];
             if let Some(idx) = job {
                 self.jobs[idx].steps = std::mem::take(&mut steps);
                 let mut args = IndexMap::new();
                 args.insert("job".to_string(), Value::Str(self.jobs[idx].id.clone()));
-                steps = vec![self.step(StepKind::Call { name: "node".into(), args }, d.expr.span, ctx)];
+                steps = vec![self.step(
+                    StepKind::Call {
+                        name: "node".into(),
+                        args,
+                    },
+                    d.expr.span,
+                    ctx,
+                )];
             }
-            branches.push(Branch { name: Value::Str(label), steps });
+            branches.push(Branch {
+                name: Value::Str(label),
+                steps,
+            });
         }
         ends.dedup();
         self.frontier = if ends.is_empty() { start } else { ends };
-        self.step(StepKind::Parallel { branches, fail_fast: false }, d.expr.span, ctx)
+        self.step(
+            StepKind::Parallel {
+                branches,
+                fail_fast: false,
+            },
+            d.expr.span,
+            ctx,
+        )
     }
 
     fn axis(&mut self, axis: &Directive<'_>) -> (String, Vec<Value>) {
@@ -601,8 +975,17 @@ impl GraphBuilder<'_> {
         let mut values = Vec::new();
         for x in axis.call.closure.iter().flat_map(|c| directives(&c.body).0) {
             match x.name {
-                "name" => name = x.call.positional().next().map(|n| display_name(&self.value(n))).unwrap_or_default(),
-                "values" | "notValues" => values = x.call.positional().map(|v| self.value(v)).collect(),
+                "name" => {
+                    name = x
+                        .call
+                        .positional()
+                        .next()
+                        .map(|n| display_name(&self.value(n)))
+                        .unwrap_or_default()
+                }
+                "values" | "notValues" => {
+                    values = x.call.positional().map(|v| self.value(v)).collect()
+                }
                 _ => {}
             }
         }

@@ -65,10 +65,17 @@ impl<'a> GraphBuilder<'a> {
 
     pub(crate) fn step(&self, kind: StepKind, span: Span, ctx: &Ctx) -> Step {
         let container = match &kind {
-            StepKind::Sh { .. } | StepKind::Call { .. } if ctx.job.is_some() => ctx.container.clone(),
+            StepKind::Sh { .. } | StepKind::Call { .. } if ctx.job.is_some() => {
+                ctx.container.clone()
+            }
             _ => None,
         };
-        Step { kind, container, line: self.line(span), span }
+        Step {
+            kind,
+            container,
+            line: self.line(span),
+            span,
+        }
     }
 
     pub(crate) fn value(&self, e: &Expr) -> Value {
@@ -77,7 +84,15 @@ impl<'a> GraphBuilder<'a> {
 
     fn dynamic_step(&mut self, what: &str, span: Span, steps: Vec<Step>, ctx: &Ctx) -> Step {
         self.dynamic = true;
-        self.step(StepKind::Dynamic { what: what.into(), code: summary(self.src, span, 72), steps }, span, ctx)
+        self.step(
+            StepKind::Dynamic {
+                what: what.into(),
+                code: summary(self.src, span, 72),
+                steps,
+            },
+            span,
+            ctx,
+        )
     }
 
     /// Walks a block of statements. The old `stage 'name'` form opens a stage that holds
@@ -94,12 +109,24 @@ impl<'a> GraphBuilder<'a> {
                 let name = self.value(name);
                 ctx.path.truncate(outer_path_len);
                 ctx.path.push(display_name(&name));
-                open = Some(self.step(StepKind::Stage { name, when: vec![], post: IndexMap::new(), steps: vec![] }, span, ctx));
+                open = Some(self.step(
+                    StepKind::Stage {
+                        name,
+                        when: vec![],
+                        post: IndexMap::new(),
+                        steps: vec![],
+                    },
+                    span,
+                    ctx,
+                ));
                 continue;
             }
             let steps = self.stmt(s, ctx);
             match &mut open {
-                Some(Step { kind: StepKind::Stage { steps: inner, .. }, .. }) => inner.extend(steps),
+                Some(Step {
+                    kind: StepKind::Stage { steps: inner, .. },
+                    ..
+                }) => inner.extend(steps),
                 _ => out.extend(steps),
             }
         }
@@ -123,60 +150,117 @@ impl<'a> GraphBuilder<'a> {
             }
             StmtKind::Assign { target, value, .. } => {
                 let steps = self.binding(None, value, s.span, ctx);
-                let visible = matches!(target.dotted_name().as_deref().and_then(|n| n.split('.').next()), Some("env" | "currentBuild"));
+                let visible = matches!(
+                    target
+                        .dotted_name()
+                        .as_deref()
+                        .and_then(|n| n.split('.').next()),
+                    Some("env" | "currentBuild")
+                );
                 if steps.is_empty() && visible {
                     return vec![self.dynamic_step("assignment", s.span, vec![], ctx)];
                 }
                 steps
             }
-            StmtKind::If { then, otherwise, .. } => {
+            StmtKind::If {
+                then, otherwise, ..
+            } => {
                 let mut inner = ctx.clone();
                 inner.dynamic = true;
                 let mut steps = self.block(then, &mut inner);
                 if let Some(o) = otherwise {
                     steps.extend(self.stmt(o, &mut inner));
                 }
-                let head = Span { start: s.span.start, end: then.span.start };
+                let head = Span {
+                    start: s.span.start,
+                    end: then.span.start,
+                };
                 vec![self.dynamic_step("if", head, steps, ctx)]
             }
-            StmtKind::ForIn { body, .. } | StmtKind::For { body, .. } | StmtKind::While { body, .. } => {
+            StmtKind::ForIn { body, .. }
+            | StmtKind::For { body, .. }
+            | StmtKind::While { body, .. } => {
                 let mut inner = ctx.clone();
                 inner.dynamic = true;
                 let steps = self.block(body, &mut inner);
-                let what = if matches!(s.kind, StmtKind::While { .. }) { "while" } else { "for" };
-                let head = Span { start: s.span.start, end: body.span.start };
+                let what = if matches!(s.kind, StmtKind::While { .. }) {
+                    "while"
+                } else {
+                    "for"
+                };
+                let head = Span {
+                    start: s.span.start,
+                    end: body.span.start,
+                };
                 vec![self.dynamic_step(what, head, steps, ctx)]
             }
             StmtKind::Switch { cases, .. } => {
                 let mut inner = ctx.clone();
                 inner.dynamic = true;
-                let steps: Vec<Step> = cases.iter().flat_map(|c| self.stmts(&c.body, &mut inner.clone())).collect();
-                let head = Span { start: s.span.start, end: cases.first().map_or(s.span.end, |c| c.span.start) };
+                let steps: Vec<Step> = cases
+                    .iter()
+                    .flat_map(|c| self.stmts(&c.body, &mut inner.clone()))
+                    .collect();
+                let head = Span {
+                    start: s.span.start,
+                    end: cases.first().map_or(s.span.end, |c| c.span.start),
+                };
                 vec![self.dynamic_step("switch", head, steps, ctx)]
             }
-            StmtKind::Try { body, catches, finally } => {
+            StmtKind::Try {
+                body,
+                catches,
+                finally,
+            } => {
                 let mut out = Vec::new();
                 let steps = self.block(body, ctx);
-                out.push(self.step(StepKind::Wrapper { name: "try".into(), args: IndexMap::new(), steps }, s.span, ctx));
+                out.push(self.step(
+                    StepKind::Wrapper {
+                        name: "try".into(),
+                        args: IndexMap::new(),
+                        steps,
+                    },
+                    s.span,
+                    ctx,
+                ));
                 for c in catches {
                     let mut inner = ctx.clone();
                     inner.dynamic = true;
                     let steps = self.block(&c.body, &mut inner);
-                    let head = Span { start: c.var.span.start.saturating_sub(7), end: c.body.span.start };
+                    let head = Span {
+                        start: c.var.span.start.saturating_sub(7),
+                        end: c.body.span.start,
+                    };
                     out.push(self.dynamic_step("catch", head, steps, ctx));
                 }
                 if let Some(f) = finally {
                     let steps = self.block(f, ctx);
-                    out.push(self.step(StepKind::Wrapper { name: "finally".into(), args: IndexMap::new(), steps }, f.span, ctx));
+                    out.push(self.step(
+                        StepKind::Wrapper {
+                            name: "finally".into(),
+                            args: IndexMap::new(),
+                            steps,
+                        },
+                        f.span,
+                        ctx,
+                    ));
                 }
                 out
             }
             StmtKind::Return { value: Some(v) } | StmtKind::Throw { value: v } => {
                 let steps = self.nested_calls(v, ctx);
-                if steps.is_empty() { vec![] } else { vec![self.dynamic_step("return", s.span, steps, ctx)] }
+                if steps.is_empty() {
+                    vec![]
+                } else {
+                    vec![self.dynamic_step("return", s.span, steps, ctx)]
+                }
             }
             StmtKind::Block(b) => self.block(b, ctx),
-            StmtKind::Function(_) | StmtKind::Return { value: None } | StmtKind::Break | StmtKind::Continue | StmtKind::Unsupported { .. } => vec![],
+            StmtKind::Function(_)
+            | StmtKind::Return { value: None }
+            | StmtKind::Break
+            | StmtKind::Continue
+            | StmtKind::Unsupported { .. } => vec![],
         }
     }
 
@@ -186,17 +270,36 @@ impl<'a> GraphBuilder<'a> {
         if let (Some(n), false) = (name, ctx.dynamic || ctx.detached) {
             let val = self.value(v);
             if !val.is_dynamic() || is_docker_image(v) {
-                self.consts.values.insert(n.to_string(), if is_docker_image(v) { self.docker_image_of(v) } else { val });
+                self.consts.values.insert(
+                    n.to_string(),
+                    if is_docker_image(v) {
+                        self.docker_image_of(v)
+                    } else {
+                        val
+                    },
+                );
             }
         }
         if let ExprKind::Closure(c) = &v.kind {
             let mut inner = ctx.clone();
             inner.dynamic = true;
             let steps = self.stmts(&c.body, &mut inner);
-            return vec![self.dynamic_step("closure", Span { start: span.start, end: c.span.start + 1 }, steps, ctx)];
+            return vec![self.dynamic_step(
+                "closure",
+                Span {
+                    start: span.start,
+                    end: c.span.start + 1,
+                },
+                steps,
+                ctx,
+            )];
         }
         let steps = self.nested_calls(v, ctx);
-        if steps.is_empty() { vec![] } else { vec![self.dynamic_step("assignment", span, steps, ctx)] }
+        if steps.is_empty() {
+            vec![]
+        } else {
+            vec![self.dynamic_step("assignment", span, steps, ctx)]
+        }
     }
 
     /// Steps called inside an expression (`sh(returnStdout: true)` in an assignment) and
@@ -204,7 +307,11 @@ impl<'a> GraphBuilder<'a> {
     fn nested_calls(&mut self, e: &Expr, ctx: &mut Ctx) -> Vec<Step> {
         let mut out = Vec::new();
         match &e.kind {
-            ExprKind::Call(c) if c.target.is_none() && (steps::find(&c.name.name).is_some() || self.functions.contains(&c.name.name)) => {
+            ExprKind::Call(c)
+                if c.target.is_none()
+                    && (steps::find(&c.name.name).is_some()
+                        || self.functions.contains(&c.name.name)) =>
+            {
                 return self.expr_stmt(e, ctx);
             }
             ExprKind::Closure(c) => {
@@ -228,7 +335,10 @@ impl<'a> GraphBuilder<'a> {
     fn expr_stmt(&mut self, e: &Expr, ctx: &mut Ctx) -> Vec<Step> {
         if let ExprKind::Call(call) = &e.kind {
             if let Some(normal) = steps::named_from_map(call) {
-                let e = Expr { kind: ExprKind::Call(normal), span: e.span };
+                let e = Expr {
+                    kind: ExprKind::Call(normal),
+                    span: e.span,
+                };
                 return self.expr_stmt_inner(&e, ctx);
             }
         }
@@ -238,7 +348,11 @@ impl<'a> GraphBuilder<'a> {
     fn expr_stmt_inner(&mut self, e: &Expr, ctx: &mut Ctx) -> Vec<Step> {
         let ExprKind::Call(call) = &e.kind else {
             let steps = self.nested_calls(e, ctx);
-            return if steps.is_empty() { vec![] } else { vec![self.dynamic_step("expression", e.span, steps, ctx)] };
+            return if steps.is_empty() {
+                vec![]
+            } else {
+                vec![self.dynamic_step("expression", e.span, steps, ctx)]
+            };
         };
         if call.target.is_some() {
             return self.method_call(call, e, ctx);
@@ -251,21 +365,44 @@ impl<'a> GraphBuilder<'a> {
             "node" => self.node(call, e, ctx),
             "podTemplate" => {
                 let t = self.template(call, ctx);
-                let Some(body) = &call.closure else { return vec![] };
+                let Some(body) = &call.closure else {
+                    return vec![];
+                };
                 let mut inner = ctx.clone();
                 inner.templates.push(t);
                 self.stmts(&body.body, &mut inner)
             }
             "stage" => {
-                let Some(body) = &call.closure else { return vec![] };
-                let name = call.positional().next().or_else(|| call.named("name")).map(|n| self.value(n)).unwrap_or(Value::Null);
+                let Some(body) = &call.closure else {
+                    return vec![];
+                };
+                let name = call
+                    .positional()
+                    .next()
+                    .or_else(|| call.named("name"))
+                    .map(|n| self.value(n))
+                    .unwrap_or(Value::Null);
                 let mut inner = ctx.clone();
                 inner.path.push(display_name(&name));
                 let steps = self.stmts(&body.body, &mut inner);
-                vec![self.step(StepKind::Stage { name, when: vec![], post: IndexMap::new(), steps }, e.span, ctx)]
+                vec![self.step(
+                    StepKind::Stage {
+                        name,
+                        when: vec![],
+                        post: IndexMap::new(),
+                        steps,
+                    },
+                    e.span,
+                    ctx,
+                )]
             }
             "container" => {
-                let cname = call.positional().next().or_else(|| call.named("name")).map(|n| self.value(n)).unwrap_or(Value::Null);
+                let cname = call
+                    .positional()
+                    .next()
+                    .or_else(|| call.named("name"))
+                    .map(|n| self.value(n))
+                    .unwrap_or(Value::Null);
                 if let (Some(job), Value::Str(n)) = (ctx.job, &cname) {
                     self.check_container(job, n, call.positional().next().unwrap_or(e).span);
                 }
@@ -274,25 +411,63 @@ impl<'a> GraphBuilder<'a> {
                     Value::Str(s) => s.clone(),
                     other => other.display(),
                 });
-                let steps = call.closure.as_ref().map(|b| self.stmts(&b.body, &mut inner)).unwrap_or_default();
+                let steps = call
+                    .closure
+                    .as_ref()
+                    .map(|b| self.stmts(&b.body, &mut inner))
+                    .unwrap_or_default();
                 let mut args = IndexMap::new();
                 args.insert("name".to_string(), cname);
-                vec![self.step(StepKind::Wrapper { name: "container".into(), args, steps }, e.span, ctx)]
+                vec![self.step(
+                    StepKind::Wrapper {
+                        name: "container".into(),
+                        args,
+                        steps,
+                    },
+                    e.span,
+                    ctx,
+                )]
             }
             "parallel" => vec![self.parallel(call, e, ctx)],
             "sh" => {
                 self.need_node(name, call.name.span, ctx);
-                let script = call.positional().next().or_else(|| call.named("script")).map(|s| self.value(s)).unwrap_or(Value::Null);
+                let script = call
+                    .positional()
+                    .next()
+                    .or_else(|| call.named("script"))
+                    .map(|s| self.value(s))
+                    .unwrap_or(Value::Null);
                 if script.is_dynamic() {
                     self.dynamic = true;
                 }
-                let flag = |n: &str| call.named(n).is_some_and(|v| matches!(v.kind, ExprKind::Bool { value: true }));
-                let label = call.named("label").and_then(|l| self.value(l).as_str().map(str::to_string));
-                vec![self.step(StepKind::Sh { script, return_stdout: flag("returnStdout"), return_status: flag("returnStatus"), label }, e.span, ctx)]
+                let flag = |n: &str| {
+                    call.named(n)
+                        .is_some_and(|v| matches!(v.kind, ExprKind::Bool { value: true }))
+                };
+                let label = call
+                    .named("label")
+                    .and_then(|l| self.value(l).as_str().map(str::to_string));
+                vec![self.step(
+                    StepKind::Sh {
+                        script,
+                        return_stdout: flag("returnStdout"),
+                        return_status: flag("returnStatus"),
+                        label,
+                    },
+                    e.span,
+                    ctx,
+                )]
             }
             "properties" => {
                 self.properties(call);
-                vec![self.step(StepKind::Call { name: name.into(), args: self.args(call, "properties") }, e.span, ctx)]
+                vec![self.step(
+                    StepKind::Call {
+                        name: name.into(),
+                        args: self.args(call, "properties"),
+                    },
+                    e.span,
+                    ctx,
+                )]
             }
             _ => {
                 let Some(def) = steps::find(name) else {
@@ -307,9 +482,24 @@ impl<'a> GraphBuilder<'a> {
                 match &call.closure {
                     Some(body) => {
                         let steps = self.stmts(&body.body, ctx);
-                        vec![self.step(StepKind::Wrapper { name: name.into(), args, steps }, e.span, ctx)]
+                        vec![self.step(
+                            StepKind::Wrapper {
+                                name: name.into(),
+                                args,
+                                steps,
+                            },
+                            e.span,
+                            ctx,
+                        )]
                     }
-                    None => vec![self.step(StepKind::Call { name: name.into(), args }, e.span, ctx)],
+                    None => vec![self.step(
+                        StepKind::Call {
+                            name: name.into(),
+                            args,
+                        },
+                        e.span,
+                        ctx,
+                    )],
                 }
             }
         }
@@ -328,9 +518,13 @@ impl<'a> GraphBuilder<'a> {
     fn need_node(&mut self, step: &str, span: Span, ctx: &Ctx) {
         if ctx.job.is_none() && !ctx.detached {
             self.diags.push(
-                Diagnostic::error("no-node", span, format!("`{step}` needs a workspace, but runs outside any `node`"))
-                    .with_label("outside `node { … }`")
-                    .with_help("wrap it in `node { … }` (or give the declarative stage an `agent`)"),
+                Diagnostic::error(
+                    "no-node",
+                    span,
+                    format!("`{step}` needs a workspace, but runs outside any `node`"),
+                )
+                .with_label("outside `node { … }`")
+                .with_help("wrap it in `node { … }` (or give the declarative stage an `agent`)"),
             );
         }
     }
@@ -344,13 +538,20 @@ impl<'a> GraphBuilder<'a> {
             // The pod's containers are decided outside this file or at run time: take
             // the name as given and say so.
             let pod = &mut self.jobs[job].pod;
-            pod.containers.push(ContainerSpec { name: name.to_string(), ..Default::default() });
+            pod.containers.push(ContainerSpec {
+                name: name.to_string(),
+                ..Default::default()
+            });
             self.notes.push((span, format!("container `{name}` is assumed to exist in pod `{}`, whose containers are not all defined in this file", pod.name)));
             return;
         }
         let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
-        let mut d = Diagnostic::error("container", span, format!("the pod has no container `{name}`"))
-            .with_label(format!("pod `{}` has: {}", pod.name, names.join(", ")));
+        let mut d = Diagnostic::error(
+            "container",
+            span,
+            format!("the pod has no container `{name}`"),
+        )
+        .with_label(format!("pod `{}` has: {}", pod.name, names.join(", ")));
         if let Some(s) = steps::did_you_mean(name, names.iter().copied()) {
             d = d.with_help(format!("did you mean `{s}`?"));
         } else {
@@ -362,7 +563,12 @@ impl<'a> GraphBuilder<'a> {
     fn template(&mut self, call: &Call, ctx: &Ctx) -> Template {
         let mut notes = std::mem::take(&mut self.notes);
         let mut t = {
-            let mut pb = PodBuilder { src: self.src, consts: &self.consts, diags: &mut self.diags, notes: &mut notes };
+            let mut pb = PodBuilder {
+                src: self.src,
+                consts: &self.consts,
+                diags: &mut self.diags,
+                notes: &mut notes,
+            };
             pb.template(call)
         };
         self.notes = notes;
@@ -372,10 +578,16 @@ impl<'a> GraphBuilder<'a> {
             None => t.pod.clone(),
         };
         for parent in t.inherit_from.clone() {
-            match self.all_templates.iter().rev().find(|x| x.name.as_deref() == Some(&parent) || x.label.as_ref().and_then(Value::as_str) == Some(&parent)) {
+            match self.all_templates.iter().rev().find(|x| {
+                x.name.as_deref() == Some(&parent)
+                    || x.label.as_ref().and_then(Value::as_str) == Some(&parent)
+            }) {
                 Some(p) => pod = pods::merge_pods(&p.pod, &pod),
                 None => {
-                    self.notes.push((call.name.span, format!("inherits from `{parent}`, a template defined outside this file")));
+                    self.notes.push((
+                        call.name.span,
+                        format!("inherits from `{parent}`, a template defined outside this file"),
+                    ));
                     pod.open = true;
                     pod.inherits.push(parent);
                 }
@@ -392,7 +604,8 @@ impl<'a> GraphBuilder<'a> {
         let Some(label_expr) = label else {
             return (None, pods::default_pod("node"));
         };
-        let is_pod_label = matches!(&label_expr.kind, ExprKind::Var { name } if name == "POD_LABEL");
+        let is_pod_label =
+            matches!(&label_expr.kind, ExprKind::Var { name } if name == "POD_LABEL");
         let value = self.value(label_expr);
         let found = if is_pod_label || (value.is_dynamic() && !ctx.templates.is_empty()) {
             // A label computed at run time inside a `podTemplate` is, in practice, that template's.
@@ -402,7 +615,12 @@ impl<'a> GraphBuilder<'a> {
                 .iter()
                 .rev()
                 .chain(self.all_templates.iter().rev())
-                .find(|t| t.label.as_ref() == Some(&value) || t.name.as_ref().is_some_and(|n| Some(n.as_str()) == value.as_str()))
+                .find(|t| {
+                    t.label.as_ref() == Some(&value)
+                        || t.name
+                            .as_ref()
+                            .is_some_and(|n| Some(n.as_str()) == value.as_str())
+                })
                 .cloned()
         };
         match found {
@@ -412,8 +630,12 @@ impl<'a> GraphBuilder<'a> {
             }
             None if is_pod_label => {
                 self.diags.push(
-                    Diagnostic::error("pod-label", label_expr.span, "`POD_LABEL` is only set inside a `podTemplate`")
-                        .with_help("wrap this `node` in `podTemplate(…) { … }`"),
+                    Diagnostic::error(
+                        "pod-label",
+                        label_expr.span,
+                        "`POD_LABEL` is only set inside a `podTemplate`",
+                    )
+                    .with_help("wrap this `node` in `podTemplate(…) { … }`"),
                 );
                 (None, pods::default_pod("node"))
             }
@@ -434,7 +656,9 @@ impl<'a> GraphBuilder<'a> {
         let label = call.positional().next().or_else(|| call.named("label"));
         let (label, pod) = self.node_pod(label, ctx);
         let idx = self.new_job(label, pod, e.span, ctx);
-        let Some(body) = &call.closure else { return vec![] };
+        let Some(body) = &call.closure else {
+            return vec![];
+        };
         let mut inner = ctx.clone();
         inner.job = Some(idx);
         inner.container = Some(self.jobs[idx].pod.default_container.clone());
@@ -442,11 +666,24 @@ impl<'a> GraphBuilder<'a> {
         self.jobs[idx].steps = steps;
         let mut args = IndexMap::new();
         args.insert("job".to_string(), Value::Str(self.jobs[idx].id.clone()));
-        vec![self.step(StepKind::Call { name: "node".into(), args }, e.span, ctx)]
+        vec![self.step(
+            StepKind::Call {
+                name: "node".into(),
+                args,
+            },
+            e.span,
+            ctx,
+        )]
     }
 
     /// Adds a job after the current frontier of jobs.
-    pub(crate) fn new_job(&mut self, label: Option<String>, pod: PodSpec, anchor: Span, ctx: &Ctx) -> usize {
+    pub(crate) fn new_job(
+        &mut self,
+        label: Option<String>,
+        pod: PodSpec,
+        anchor: Span,
+        ctx: &Ctx,
+    ) -> usize {
         let id = format!("job-{}", self.jobs.len() + 1);
         let dynamic = ctx.dynamic || ctx.detached;
         if dynamic {
@@ -454,11 +691,23 @@ impl<'a> GraphBuilder<'a> {
             self.dynamic = true;
         } else {
             for f in &self.frontier {
-                self.edges.push(Edge { from: f.clone(), to: id.clone() });
+                self.edges.push(Edge {
+                    from: f.clone(),
+                    to: id.clone(),
+                });
             }
             self.frontier = vec![id.clone()];
         }
-        self.jobs.push(Job { id, path: ctx.path.clone(), label, pod, steps: vec![], anchor, line: self.line(anchor), dynamic });
+        self.jobs.push(Job {
+            id,
+            path: ctx.path.clone(),
+            label,
+            pod,
+            steps: vec![],
+            anchor,
+            line: self.line(anchor),
+            dynamic,
+        });
         self.jobs.len() - 1
     }
 
@@ -525,7 +774,14 @@ impl<'a> GraphBuilder<'a> {
         }
         ends.dedup();
         self.frontier = ends;
-        self.step(StepKind::Parallel { branches, fail_fast }, e.span, ctx)
+        self.step(
+            StepKind::Parallel {
+                branches,
+                fail_fast,
+            },
+            e.span,
+            ctx,
+        )
     }
 
     fn method_call(&mut self, call: &Call, e: &Expr, ctx: &mut Ctx) -> Vec<Step> {
@@ -538,18 +794,39 @@ impl<'a> GraphBuilder<'a> {
             if let Value::Str(img) = &image {
                 if let Some(job) = ctx.job {
                     let cname = container_name_for_image(img);
-                    if !self.jobs[job].pod.containers.iter().any(|c| c.name == cname) {
-                        self.jobs[job].pod.containers.push(ContainerSpec { name: cname.clone(), image: Some(img.clone()), ..Default::default() });
+                    if !self.jobs[job]
+                        .pod
+                        .containers
+                        .iter()
+                        .any(|c| c.name == cname)
+                    {
+                        self.jobs[job].pod.containers.push(ContainerSpec {
+                            name: cname.clone(),
+                            image: Some(img.clone()),
+                            ..Default::default()
+                        });
                     }
                     let mut inner = ctx.clone();
                     inner.container = Some(cname);
-                    let steps = call.closure.as_ref().map(|b| self.stmts(&b.body, &mut inner)).unwrap_or_default();
+                    let steps = call
+                        .closure
+                        .as_ref()
+                        .map(|b| self.stmts(&b.body, &mut inner))
+                        .unwrap_or_default();
                     let mut args = IndexMap::new();
                     args.insert("image".into(), image);
                     if let Some(a) = call.positional().next() {
                         args.insert("args".into(), self.value(a));
                     }
-                    return vec![self.step(StepKind::Wrapper { name: "docker.inside".into(), args, steps }, e.span, ctx)];
+                    return vec![self.step(
+                        StepKind::Wrapper {
+                            name: "docker.inside".into(),
+                            args,
+                            steps,
+                        },
+                        e.span,
+                        ctx,
+                    )];
                 }
                 self.need_node("docker.image(…).inside", call.name.span, ctx);
             }
@@ -560,7 +837,15 @@ impl<'a> GraphBuilder<'a> {
             return match &call.closure {
                 Some(b) => {
                     let steps = self.stmts(&b.body, ctx);
-                    vec![self.step(StepKind::Wrapper { name: full, args, steps }, e.span, ctx)]
+                    vec![self.step(
+                        StepKind::Wrapper {
+                            name: full,
+                            args,
+                            steps,
+                        },
+                        e.span,
+                        ctx,
+                    )]
                 }
                 None => vec![self.step(StepKind::Call { name: full, args }, e.span, ctx)],
             };
@@ -569,7 +854,14 @@ impl<'a> GraphBuilder<'a> {
             if let Value::Str(img) = self.docker_image_of(target) {
                 let mut args = IndexMap::new();
                 args.insert("image".into(), Value::Str(img));
-                return vec![self.step(StepKind::Call { name: "docker.pull".into(), args }, e.span, ctx)];
+                return vec![self.step(
+                    StepKind::Call {
+                        name: "docker.pull".into(),
+                        args,
+                    },
+                    e.span,
+                    ctx,
+                )];
             }
         }
         // `list.each { … }` and friends: the closure runs once per item, known at run time.
@@ -577,7 +869,8 @@ impl<'a> GraphBuilder<'a> {
         inner.dynamic = true;
         let mut steps = Vec::new();
         for a in &call.args {
-            { let (Arg::Positional(p) | Arg::Named { value: p, .. }) = a;
+            {
+                let (Arg::Positional(p) | Arg::Named { value: p, .. }) = a;
                 steps.extend(self.nested_calls(p, &mut inner));
             }
         }
@@ -591,19 +884,35 @@ impl<'a> GraphBuilder<'a> {
     /// The image of `docker.image('x')`, or of a variable bound to one.
     fn docker_image_of(&self, e: &Expr) -> Value {
         match &e.kind {
-            ExprKind::Call(c) if c.name.name == "image" && c.target.as_deref().and_then(Expr::dotted_name).as_deref() == Some("docker") => {
-                c.positional().next().map(|a| self.value(a)).unwrap_or(Value::Null)
+            ExprKind::Call(c)
+                if c.name.name == "image"
+                    && c.target.as_deref().and_then(Expr::dotted_name).as_deref()
+                        == Some("docker") =>
+            {
+                c.positional()
+                    .next()
+                    .map(|a| self.value(a))
+                    .unwrap_or(Value::Null)
             }
-            ExprKind::Var { name } => self.consts.values.get(name).cloned().unwrap_or_else(|| dynamic(name.clone())),
+            ExprKind::Var { name } => self
+                .consts
+                .values
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| dynamic(name.clone())),
             _ => dynamic(summary(self.src, e.span, 60)),
         }
     }
 
     /// `properties([parameters([...]), disableConcurrentBuilds(), …])`.
     fn properties(&mut self, call: &Call) {
-        let Some(ExprKind::List { items }) = call.positional().next().map(|e| &e.kind) else { return };
+        let Some(ExprKind::List { items }) = call.positional().next().map(|e| &e.kind) else {
+            return;
+        };
         for item in items {
-            let ExprKind::Call(c) = &item.kind else { continue };
+            let ExprKind::Call(c) = &item.kind else {
+                continue;
+            };
             match c.name.name.as_str() {
                 "parameters" => {
                     if let Some(ExprKind::List { items }) = c.positional().next().map(|e| &e.kind) {
@@ -624,19 +933,32 @@ impl<'a> GraphBuilder<'a> {
 
     pub(crate) fn parameter(&mut self, c: &Call) {
         let args = self.args(c, "name");
-        let Some(Value::Str(name)) = args.get("name").cloned() else { return };
+        let Some(Value::Str(name)) = args.get("name").cloned() else {
+            return;
+        };
         let choices = match args.get("choices") {
-            Some(Value::List(l)) => l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(Value::List(l)) => l
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
             Some(Value::Str(s)) => s.lines().map(str::to_string).collect(),
             _ => vec![],
         };
-        let default = args.get("defaultValue").cloned().or_else(|| if choices.is_empty() { None } else { Some(Value::Str(choices[0].clone())) });
+        let default = args.get("defaultValue").cloned().or_else(|| {
+            if choices.is_empty() {
+                None
+            } else {
+                Some(Value::Str(choices[0].clone()))
+            }
+        });
         self.parameters.push(Parameter {
             name,
             kind: c.name.name.clone(),
             default,
             choices,
-            description: args.get("description").and_then(|v| v.as_str().map(str::to_string)),
+            description: args
+                .get("description")
+                .and_then(|v| v.as_str().map(str::to_string)),
         });
     }
 }
@@ -655,7 +977,16 @@ fn is_docker_image(e: &Expr) -> bool {
 /// `golang:1.22` → `golang-1-22`: a container name for `docker.image(…).inside`.
 pub(crate) fn container_name_for_image(image: &str) -> String {
     let base = image.rsplit('/').next().unwrap_or(image);
-    let mut out: String = base.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let mut out: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     while out.contains("--") {
         out = out.replace("--", "-");
     }
@@ -671,8 +1002,12 @@ pub(crate) fn display_name(v: &Value) -> String {
 
 /// `stage 'Build'` (or `stage('Build')`) with no body.
 fn bodiless_stage(s: &Stmt) -> Option<(&Expr, Span)> {
-    let StmtKind::Expr { expr } = &s.kind else { return None };
-    let ExprKind::Call(c) = &expr.kind else { return None };
+    let StmtKind::Expr { expr } = &s.kind else {
+        return None;
+    };
+    let ExprKind::Call(c) = &expr.kind else {
+        return None;
+    };
     if c.target.is_none() && c.name.name == "stage" && c.closure.is_none() {
         let name = c.positional().next().or_else(|| c.named("name"))?;
         return Some((name, s.span));

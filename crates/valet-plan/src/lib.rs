@@ -35,7 +35,10 @@ impl PlanOutput {
 /// Plans `script`, parsed from `source`.
 pub fn plan(script: &Script, source: &SourceFile) -> PlanOutput {
     let names = check::Names::collect(script);
-    let mut checker = check::Checker { names: &names, diags: Vec::new() };
+    let mut checker = check::Checker {
+        names: &names,
+        diags: Vec::new(),
+    };
     let mut g = graph::GraphBuilder::new(source);
     g.functions = names.functions.clone();
     let mut form = Form::Scripted;
@@ -55,7 +58,11 @@ pub fn plan(script: &Script, source: &SourceFile) -> PlanOutput {
         // Functions are walked where they are defined, detached from any node: their
         // nodes get jobs, their steps are shown where they are called.
         if let StmtKind::Function(f) = &stmt.kind {
-            let mut fctx = graph::Ctx { detached: true, dynamic: true, ..Default::default() };
+            let mut fctx = graph::Ctx {
+                detached: true,
+                dynamic: true,
+                ..Default::default()
+            };
             g.stmts(&f.body.stmts, &mut fctx);
             continue;
         }
@@ -70,7 +77,11 @@ pub fn plan(script: &Script, source: &SourceFile) -> PlanOutput {
         .iter()
         .map(|(span, message)| {
             let lc = source.line_col(span.start as usize);
-            Note { line: lc.line, col: lc.col, message: message.clone() }
+            Note {
+                line: lc.line,
+                col: lc.col,
+                message: message.clone(),
+            }
         })
         .collect();
     PlanOutput {

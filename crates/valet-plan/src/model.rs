@@ -270,12 +270,25 @@ impl Value {
             Value::Int(i) => i.to_string(),
             Value::Float(f) => f.to_string(),
             Value::Str(s) => format!("{s:?}"),
-            Value::List(items) => format!("[{}]", items.iter().map(Value::display).collect::<Vec<_>>().join(", ")),
+            Value::List(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(Value::display)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Value::Map(m) => {
                 if m.is_empty() {
                     return "[:]".into();
                 }
-                format!("[{}]", m.iter().map(|(k, v)| format!("{k}: {}", v.display())).collect::<Vec<_>>().join(", "))
+                format!(
+                    "[{}]",
+                    m.iter()
+                        .map(|(k, v)| format!("{k}: {}", v.display()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
             Value::Dynamic(d) => d.dynamic.clone(),
         }

@@ -33,7 +33,10 @@ pub(crate) struct PodBuilder<'a> {
 pub(crate) fn default_pod(name: &str) -> PodSpec {
     PodSpec {
         name: name.to_string(),
-        containers: vec![ContainerSpec { name: DEFAULT_CONTAINER.into(), ..Default::default() }],
+        containers: vec![ContainerSpec {
+            name: DEFAULT_CONTAINER.into(),
+            ..Default::default()
+        }],
         default_container: DEFAULT_CONTAINER.into(),
         ..Default::default()
     }
@@ -61,9 +64,13 @@ pub(crate) fn call_args<'c>(call: &'c Call, first: &'c str) -> Vec<(&'c str, &'c
 pub(crate) fn block_settings(body: &[valet_dsl::ast::Stmt]) -> Vec<(&str, &Expr)> {
     body.iter()
         .filter_map(|s| match &s.kind {
-            valet_dsl::ast::StmtKind::Expr { expr: Expr { kind: ExprKind::Call(c), .. } } if c.target.is_none() => {
-                c.positional().next().map(|v| (c.name.name.as_str(), v))
-            }
+            valet_dsl::ast::StmtKind::Expr {
+                expr:
+                    Expr {
+                        kind: ExprKind::Call(c),
+                        ..
+                    },
+            } if c.target.is_none() => c.positional().next().map(|v| (c.name.name.as_str(), v)),
             _ => None,
         })
         .collect()
@@ -100,7 +107,12 @@ impl PodBuilder<'_> {
 
     /// Builds the template of a `podTemplate(...)` call (not yet merged with outer ones).
     pub(crate) fn template(&mut self, call: &Call) -> Template {
-        let mut t = Template { name: None, label: None, inherit_from: Vec::new(), pod: PodSpec::default() };
+        let mut t = Template {
+            name: None,
+            label: None,
+            inherit_from: Vec::new(),
+            pod: PodSpec::default(),
+        };
         for (name, e) in call_args(call, "label") {
             match name {
                 "label" => t.label = Some(self.value(e)),
@@ -122,7 +134,9 @@ impl PodBuilder<'_> {
                     _ => {
                         t.pod.open = true;
                         self.notes.push((e.span, "the pod YAML is built when the pipeline runs; its containers are not known before".into()));
-                        t.pod.yaml.push(crate::values::summary(self.src, e.span, 200));
+                        t.pod
+                            .yaml
+                            .push(crate::values::summary(self.src, e.span, 200));
                     }
                 },
                 "inheritFrom" => {
@@ -132,7 +146,9 @@ impl PodBuilder<'_> {
                 }
                 "volumes" => {
                     if let ExprKind::List { items } = &e.kind {
-                        t.pod.volumes.extend(items.iter().filter_map(|i| self.volume(i)));
+                        t.pod
+                            .volumes
+                            .extend(items.iter().filter_map(|i| self.volume(i)));
                     }
                 }
                 "envVars" => t.pod.env.extend(self.env_vars(e)),
@@ -159,7 +175,11 @@ impl PodBuilder<'_> {
                         for i in items {
                             if let ExprKind::Call(c) = &i.kind {
                                 let args = call_args(c, "key");
-                                let get = |n: &str| args.iter().find(|(k, _)| *k == n).and_then(|(_, v)| self.string(v));
+                                let get = |n: &str| {
+                                    args.iter()
+                                        .find(|(k, _)| *k == n)
+                                        .and_then(|(_, v)| self.string(v))
+                                };
                                 if let (Some(k), Some(v)) = (get("key"), get("value")) {
                                     t.pod.annotations.insert(k, v);
                                 }
@@ -172,7 +192,10 @@ impl PodBuilder<'_> {
                 }
             }
         }
-        let label = t.label.as_ref().and_then(|l| l.as_str().map(str::to_string));
+        let label = t
+            .label
+            .as_ref()
+            .and_then(|l| l.as_str().map(str::to_string));
         t.pod.name = t.name.clone().or(label).unwrap_or_else(|| "pod".into());
         t
     }
@@ -181,13 +204,22 @@ impl PodBuilder<'_> {
     pub(crate) fn container(&mut self, e: &Expr) -> Option<ContainerSpec> {
         let args: Vec<(&str, &Expr)> = match &e.kind {
             // The declarative block form: `containerTemplate { name 'maven'; image '…' }`.
-            ExprKind::Call(c) if c.target.is_none() && c.name.name == "containerTemplate" && c.closure.is_some() => {
+            ExprKind::Call(c)
+                if c.target.is_none()
+                    && c.name.name == "containerTemplate"
+                    && c.closure.is_some() =>
+            {
                 block_settings(c.closure.as_ref().map_or(&[][..], |b| &b.body))
             }
-            ExprKind::Call(c) if c.target.is_none() && c.name.name == "containerTemplate" => call_args(c, "name"),
+            ExprKind::Call(c) if c.target.is_none() && c.name.name == "containerTemplate" => {
+                call_args(c, "name")
+            }
             ExprKind::Map { .. } => map_entries(e)?,
             _ => {
-                self.notes.push((e.span, "this container is built when the pipeline runs".into()));
+                self.notes.push((
+                    e.span,
+                    "this container is built when the pipeline runs".into(),
+                ));
                 return None;
             }
         };
@@ -195,7 +227,11 @@ impl PodBuilder<'_> {
         for (name, v) in args {
             match name {
                 "name" => c.name = self.string(v).unwrap_or_default(),
-                "image" => c.image = self.string(v).or_else(|| Some(crate::values::summary(self.src, v.span, 80))),
+                "image" => {
+                    c.image = self
+                        .string(v)
+                        .or_else(|| Some(crate::values::summary(self.src, v.span, 80)))
+                }
                 "command" => c.command = Some(self.value(v)),
                 "args" => c.args = Some(self.value(v)),
                 "ttyEnabled" => c.tty = self.value(v) == Value::Bool(true),
@@ -211,25 +247,44 @@ impl PodBuilder<'_> {
                         for p in items {
                             if let ExprKind::Call(pc) = &p.kind {
                                 let pargs = call_args(pc, "name");
-                                let get = |n: &str| pargs.iter().find(|(k, _)| *k == n).map(|(_, x)| self.value(x));
+                                let get = |n: &str| {
+                                    pargs
+                                        .iter()
+                                        .find(|(k, _)| *k == n)
+                                        .map(|(_, x)| self.value(x))
+                                };
                                 c.ports.push(Port {
                                     name: get("name").and_then(|v| v.as_str().map(str::to_string)),
-                                    container_port: get("containerPort").as_ref().and_then(id_value).unwrap_or(0),
+                                    container_port: get("containerPort")
+                                        .as_ref()
+                                        .and_then(id_value)
+                                        .unwrap_or(0),
                                     host_port: get("hostPort").as_ref().and_then(id_value),
                                 });
                             }
                         }
                     }
                 }
-                "resourceRequestCpu" => c.resources.request_cpu_millis = self.quantity(v, cpu_millis, "CPU"),
-                "resourceLimitCpu" => c.resources.limit_cpu_millis = self.quantity(v, cpu_millis, "CPU"),
-                "resourceRequestMemory" => c.resources.request_memory_bytes = self.quantity(v, memory_bytes, "memory"),
-                "resourceLimitMemory" => c.resources.limit_memory_bytes = self.quantity(v, memory_bytes, "memory"),
+                "resourceRequestCpu" => {
+                    c.resources.request_cpu_millis = self.quantity(v, cpu_millis, "CPU")
+                }
+                "resourceLimitCpu" => {
+                    c.resources.limit_cpu_millis = self.quantity(v, cpu_millis, "CPU")
+                }
+                "resourceRequestMemory" => {
+                    c.resources.request_memory_bytes = self.quantity(v, memory_bytes, "memory")
+                }
+                "resourceLimitMemory" => {
+                    c.resources.limit_memory_bytes = self.quantity(v, memory_bytes, "memory")
+                }
                 _ => {}
             }
         }
         if c.name.is_empty() {
-            self.diags.push(Diagnostic::error("container", e.span, "a container needs a `name`").with_help("add `name: 'build'`"));
+            self.diags.push(
+                Diagnostic::error("container", e.span, "a container needs a `name`")
+                    .with_help("add `name: 'build'`"),
+            );
             return None;
         }
         if c.name == AGENT_CONTAINER {
@@ -240,13 +295,23 @@ impl PodBuilder<'_> {
             ));
         } else if c.image.is_none() {
             self.diags.push(
-                Diagnostic::error("container", e.span, format!("container `{}` has no `image`", c.name)).with_help("add `image: 'maven:3-jdk-8'`"),
+                Diagnostic::error(
+                    "container",
+                    e.span,
+                    format!("container `{}` has no `image`", c.name),
+                )
+                .with_help("add `image: 'maven:3-jdk-8'`"),
             );
         }
         Some(c)
     }
 
-    fn quantity(&mut self, v: &Expr, parse: fn(&str) -> Result<u64, String>, what: &str) -> Option<u64> {
+    fn quantity(
+        &mut self,
+        v: &Expr,
+        parse: fn(&str) -> Result<u64, String>,
+        what: &str,
+    ) -> Option<u64> {
         match self.value(v) {
             Value::Str(s) => match parse(&s) {
                 Ok(n) => Some(n),
@@ -256,11 +321,19 @@ impl PodBuilder<'_> {
                     } else {
                         "write memory as bytes with a unit: `512Mi`, `2Gi`, `1G`, `128974848`"
                     };
-                    self.diags.push(Diagnostic::error("quantity", v.span, msg).with_label(format!("not a {what} quantity")).with_help(help));
+                    self.diags.push(
+                        Diagnostic::error("quantity", v.span, msg)
+                            .with_label(format!("not a {what} quantity"))
+                            .with_help(help),
+                    );
                     None
                 }
             },
-            Value::Int(i) if i >= 0 => Some(if what == "CPU" { i as u64 * 1000 } else { i as u64 }),
+            Value::Int(i) if i >= 0 => Some(if what == "CPU" {
+                i as u64 * 1000
+            } else {
+                i as u64
+            }),
             _ => None,
         }
     }
@@ -271,12 +344,22 @@ impl PodBuilder<'_> {
             for i in items {
                 if let ExprKind::Call(c) = &i.kind {
                     let args = call_args(c, "key");
-                    let get = |n: &str| args.iter().find(|(k, _)| *k == n).map(|(_, v)| self.value(v));
-                    let Some(Value::Str(key)) = get("key") else { continue };
+                    let get = |n: &str| {
+                        args.iter()
+                            .find(|(k, _)| *k == n)
+                            .map(|(_, v)| self.value(v))
+                    };
+                    let Some(Value::Str(key)) = get("key") else {
+                        continue;
+                    };
                     let value = match c.name.name.as_str() {
                         "secretEnvVar" => {
-                            let name = get("secretName").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-                            let k = get("secretKey").and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                            let name = get("secretName")
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default();
+                            let k = get("secretKey")
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default();
                             dynamic(format!("secret {name}/{k}"))
                         }
                         _ => get("value").unwrap_or(Value::Null),
@@ -289,24 +372,37 @@ impl PodBuilder<'_> {
     }
 
     fn volume(&self, e: &Expr) -> Option<Volume> {
-        let ExprKind::Call(c) = &e.kind else { return None };
+        let ExprKind::Call(c) = &e.kind else {
+            return None;
+        };
         let args = call_args(c, "mountPath");
-        let get = |n: &str| args.iter().find(|(k, _)| *k == n).and_then(|(_, v)| self.string(v));
+        let get = |n: &str| {
+            args.iter()
+                .find(|(k, _)| *k == n)
+                .and_then(|(_, v)| self.string(v))
+        };
         let source = match c.name.name.as_str() {
             "hostPathVolume" => get("hostPath"),
             "persistentVolumeClaim" => get("claimName"),
             "secretVolume" => get("secretName"),
             "configMapVolume" => get("configMapName"),
-            "nfsVolume" => get("serverAddress").map(|a| format!("{a}:{}", get("serverPath").unwrap_or_default())),
+            "nfsVolume" => get("serverAddress")
+                .map(|a| format!("{a}:{}", get("serverPath").unwrap_or_default())),
             "dynamicPVC" => get("requestsSize"),
             _ => None,
         };
         let kind = c.name.name.trim_end_matches("Volume").to_string();
         Some(Volume {
-            kind: if kind.is_empty() { c.name.name.clone() } else { kind },
+            kind: if kind.is_empty() {
+                c.name.name.clone()
+            } else {
+                kind
+            },
             mount_path: get("mountPath").unwrap_or_default(),
             source,
-            read_only: args.iter().any(|(k, v)| *k == "readOnly" && matches!(v.kind, ExprKind::Bool { value: true })),
+            read_only: args
+                .iter()
+                .any(|(k, v)| *k == "readOnly" && matches!(v.kind, ExprKind::Bool { value: true })),
         })
     }
 
@@ -315,8 +411,17 @@ impl PodBuilder<'_> {
         let doc: serde_json::Value = match serde_saphyr::from_str(yaml) {
             Ok(v) => v,
             Err(e) => {
-                let first = e.to_string().lines().next().unwrap_or("invalid YAML").to_string();
-                self.diags.push(Diagnostic::error("yaml", span, format!("the pod YAML is not valid: {first}")));
+                let first = e
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid YAML")
+                    .to_string();
+                self.diags.push(Diagnostic::error(
+                    "yaml",
+                    span,
+                    format!("the pod YAML is not valid: {first}"),
+                ));
                 return;
             }
         };
@@ -335,18 +440,31 @@ impl PodBuilder<'_> {
         }
         if let Some(sel) = spec["nodeSelector"].as_object() {
             for (k, v) in sel {
-                pod.node_selector.insert(k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                pod.node_selector.insert(
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                );
             }
         }
         for c in spec["containers"].as_array().into_iter().flatten() {
-            let Some(name) = c["name"].as_str() else { continue };
-            let mut spec = ContainerSpec { name: name.to_string(), jnlp: name == AGENT_CONTAINER, ..Default::default() };
+            let Some(name) = c["name"].as_str() else {
+                continue;
+            };
+            let mut spec = ContainerSpec {
+                name: name.to_string(),
+                jnlp: name == AGENT_CONTAINER,
+                ..Default::default()
+            };
             spec.image = c["image"].as_str().map(str::to_string);
             spec.command = c.get("command").map(json_value);
             spec.args = c.get("args").map(json_value);
             spec.tty = c["tty"].as_bool().unwrap_or(false);
             spec.working_dir = c["workingDir"].as_str().map(str::to_string);
-            spec.privileged = c["securityContext"]["privileged"].as_bool().unwrap_or(false);
+            spec.privileged = c["securityContext"]["privileged"]
+                .as_bool()
+                .unwrap_or(false);
             spec.run_as_user = c["securityContext"]["runAsUser"].as_i64();
             spec.run_as_group = c["securityContext"]["runAsGroup"].as_i64();
             for env in c["env"].as_array().into_iter().flatten() {
@@ -359,20 +477,25 @@ impl PodBuilder<'_> {
                 }
             }
             let res = &c["resources"];
-            let mut q = |path: &serde_json::Value, parse: fn(&str) -> Result<u64, String>| -> Option<u64> {
-                let s = match path {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Number(n) => n.to_string(),
-                    _ => return None,
-                };
-                match parse(&s) {
-                    Ok(v) => Some(v),
-                    Err(msg) => {
-                        self.diags.push(Diagnostic::error("quantity", span, format!("in the pod YAML, container `{name}`: {msg}")));
-                        None
+            let mut q =
+                |path: &serde_json::Value, parse: fn(&str) -> Result<u64, String>| -> Option<u64> {
+                    let s = match path {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Number(n) => n.to_string(),
+                        _ => return None,
+                    };
+                    match parse(&s) {
+                        Ok(v) => Some(v),
+                        Err(msg) => {
+                            self.diags.push(Diagnostic::error(
+                                "quantity",
+                                span,
+                                format!("in the pod YAML, container `{name}`: {msg}"),
+                            ));
+                            None
+                        }
                     }
-                }
-            };
+                };
             spec.resources = Resources {
                 request_cpu_millis: q(&res["requests"]["cpu"], cpu_millis),
                 limit_cpu_millis: q(&res["limits"]["cpu"], cpu_millis),
@@ -390,7 +513,10 @@ impl PodBuilder<'_> {
         }
         for v in spec["volumes"].as_array().into_iter().flatten() {
             let name = v["name"].as_str().unwrap_or("");
-            let kind = v.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()).unwrap_or_default();
+            let kind = v
+                .as_object()
+                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+                .unwrap_or_default();
             // Mount paths live on the containers; report the first one that mounts this volume.
             let mount_path = spec["containers"]
                 .as_array()
@@ -401,7 +527,12 @@ impl PodBuilder<'_> {
                 .and_then(|m| m["mountPath"].as_str())
                 .unwrap_or("")
                 .to_string();
-            pod.volumes.push(Volume { kind, mount_path, source: Some(name.to_string()), read_only: false });
+            pod.volumes.push(Volume {
+                kind,
+                mount_path,
+                source: Some(name.to_string()),
+                read_only: false,
+            });
         }
     }
 }
@@ -410,10 +541,15 @@ fn json_value(v: &serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::Null,
         serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => n.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0))),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .map(Value::Int)
+            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0))),
         serde_json::Value::String(s) => Value::Str(s.clone()),
         serde_json::Value::Array(a) => Value::List(a.iter().map(json_value).collect()),
-        serde_json::Value::Object(o) => Value::Map(o.iter().map(|(k, v)| (k.clone(), json_value(v))).collect()),
+        serde_json::Value::Object(o) => {
+            Value::Map(o.iter().map(|(k, v)| (k.clone(), json_value(v))).collect())
+        }
     }
 }
 
@@ -444,12 +580,28 @@ fn merge_container(base: ContainerSpec, over: ContainerSpec) -> ContainerSpec {
         run_as_group: over.run_as_group.or(base.run_as_group),
         env,
         resources: Resources {
-            request_cpu_millis: over.resources.request_cpu_millis.or(base.resources.request_cpu_millis),
-            limit_cpu_millis: over.resources.limit_cpu_millis.or(base.resources.limit_cpu_millis),
-            request_memory_bytes: over.resources.request_memory_bytes.or(base.resources.request_memory_bytes),
-            limit_memory_bytes: over.resources.limit_memory_bytes.or(base.resources.limit_memory_bytes),
+            request_cpu_millis: over
+                .resources
+                .request_cpu_millis
+                .or(base.resources.request_cpu_millis),
+            limit_cpu_millis: over
+                .resources
+                .limit_cpu_millis
+                .or(base.resources.limit_cpu_millis),
+            request_memory_bytes: over
+                .resources
+                .request_memory_bytes
+                .or(base.resources.request_memory_bytes),
+            limit_memory_bytes: over
+                .resources
+                .limit_memory_bytes
+                .or(base.resources.limit_memory_bytes),
         },
-        ports: if over.ports.is_empty() { base.ports } else { over.ports },
+        ports: if over.ports.is_empty() {
+            base.ports
+        } else {
+            over.ports
+        },
         shell: over.shell.or(base.shell),
         jnlp: over.jnlp || base.jnlp,
     }
@@ -471,7 +623,9 @@ pub(crate) fn merge_pods(parent: &PodSpec, child: &PodSpec) -> PodSpec {
     out.namespace = child.namespace.clone().or(out.namespace);
     out.annotations.extend(child.annotations.clone());
     out.yaml.extend(child.yaml.iter().cloned());
-    out.active_deadline_seconds = child.active_deadline_seconds.or(parent.active_deadline_seconds);
+    out.active_deadline_seconds = child
+        .active_deadline_seconds
+        .or(parent.active_deadline_seconds);
     out.extra.extend(child.extra.clone());
     out.open = parent.open || child.open;
     out.inherits.push(parent.name.clone());
@@ -484,7 +638,14 @@ pub(crate) fn merge_pods(parent: &PodSpec, child: &PodSpec) -> PodSpec {
 /// `container()`, placed first.
 pub(crate) fn finish_k8s_pod(mut pod: PodSpec, default_container: Option<&str>) -> PodSpec {
     if !pod.containers.iter().any(|c| c.name == AGENT_CONTAINER) {
-        pod.containers.insert(0, ContainerSpec { name: AGENT_CONTAINER.into(), jnlp: true, ..Default::default() });
+        pod.containers.insert(
+            0,
+            ContainerSpec {
+                name: AGENT_CONTAINER.into(),
+                jnlp: true,
+                ..Default::default()
+            },
+        );
     }
     pod.default_container = default_container.unwrap_or(AGENT_CONTAINER).to_string();
     pod

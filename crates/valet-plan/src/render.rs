@@ -11,9 +11,19 @@ pub fn text(graph: &JobGraph) -> String {
         Form::Scripted => "scripted",
         Form::Declarative => "declarative",
     };
-    let _ = writeln!(out, "{} ({form} pipeline, {} job{})", graph.file, graph.jobs.len(), if graph.jobs.len() == 1 { "" } else { "s" });
+    let _ = writeln!(
+        out,
+        "{} ({form} pipeline, {} job{})",
+        graph.file,
+        graph.jobs.len(),
+        if graph.jobs.len() == 1 { "" } else { "s" }
+    );
     for p in &graph.parameters {
-        let default = p.default.as_ref().map(|d| format!(" = {}", d.display())).unwrap_or_default();
+        let default = p
+            .default
+            .as_ref()
+            .map(|d| format!(" = {}", d.display()))
+            .unwrap_or_default();
         let _ = writeln!(out, "  parameter {} ({}){default}", p.name, p.kind);
     }
     for (k, v) in &graph.options {
@@ -24,7 +34,12 @@ pub fn text(graph: &JobGraph) -> String {
         steps(&mut out, &graph.outside, 1);
     }
     for job in &graph.jobs {
-        let after: Vec<&str> = graph.edges.iter().filter(|e| e.to == job.id).map(|e| e.from.as_str()).collect();
+        let after: Vec<&str> = graph
+            .edges
+            .iter()
+            .filter(|e| e.to == job.id)
+            .map(|e| e.from.as_str())
+            .collect();
         let mut head = format!("{}", job.id);
         if let Some(l) = &job.label {
             let _ = write!(head, " on {l}");
@@ -55,9 +70,14 @@ pub fn text(graph: &JobGraph) -> String {
             let image = if c.jnlp && c.image.is_none() {
                 "(valet agent image)".to_string()
             } else if c.jnlp {
-                format!("{} (replaced by valet's agent image)", c.image.as_deref().unwrap_or(""))
+                format!(
+                    "{} (replaced by valet's agent image)",
+                    c.image.as_deref().unwrap_or("")
+                )
             } else {
-                c.image.clone().unwrap_or_else(|| "(no image: host processes)".into())
+                c.image
+                    .clone()
+                    .unwrap_or_else(|| "(no image: host processes)".into())
             };
             let mut line = format!("    container {}: {image}", c.name);
             let r = &c.resources;
@@ -86,7 +106,16 @@ pub fn text(graph: &JobGraph) -> String {
             let _ = writeln!(out, "{line}");
         }
         for v in &pod.volumes {
-            let _ = writeln!(out, "    volume {} at {}{}", v.kind, v.mount_path, v.source.as_ref().map(|s| format!(" from {s}")).unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "    volume {} at {}{}",
+                v.kind,
+                v.mount_path,
+                v.source
+                    .as_ref()
+                    .map(|s| format!(" from {s}"))
+                    .unwrap_or_default()
+            );
         }
         steps(&mut out, &job.steps, 1);
     }
@@ -97,11 +126,20 @@ pub fn text(graph: &JobGraph) -> String {
 }
 
 fn cpu(millis: u64) -> String {
-    if millis % 1000 == 0 { format!("{}", millis / 1000) } else { format!("{millis}m") }
+    if millis % 1000 == 0 {
+        format!("{}", millis / 1000)
+    } else {
+        format!("{millis}m")
+    }
 }
 
 fn bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
     for (u, size) in UNITS {
         if b >= size && b % size == 0 {
             return format!("{}{u}", b / size);
@@ -113,9 +151,18 @@ fn bytes(b: u64) -> String {
 fn steps(out: &mut String, list: &[Step], depth: usize) {
     for s in list {
         let pad = "  ".repeat(depth);
-        let at = s.container.as_ref().map(|c| format!("  @{c}")).unwrap_or_default();
+        let at = s
+            .container
+            .as_ref()
+            .map(|c| format!("  @{c}"))
+            .unwrap_or_default();
         match &s.kind {
-            StepKind::Stage { name, when, post, steps: inner } => {
+            StepKind::Stage {
+                name,
+                when,
+                post,
+                steps: inner,
+            } => {
                 let _ = writeln!(out, "{pad}stage {}", name.display());
                 for w in when {
                     let _ = writeln!(out, "{pad}  when {w}");
@@ -126,7 +173,12 @@ fn steps(out: &mut String, list: &[Step], depth: usize) {
                     steps(out, body, depth + 2);
                 }
             }
-            StepKind::Sh { script, return_stdout, return_status, label } => {
+            StepKind::Sh {
+                script,
+                return_stdout,
+                return_status,
+                label,
+            } => {
                 let mut flags = String::new();
                 if *return_stdout {
                     flags.push_str(" (returnStdout)");
@@ -143,24 +195,45 @@ fn steps(out: &mut String, list: &[Step], depth: usize) {
                 };
                 let _ = writeln!(out, "{pad}sh {text}{flags}{at}");
             }
-            StepKind::Parallel { branches, fail_fast } => {
-                let _ = writeln!(out, "{pad}parallel{}", if *fail_fast { " (failFast)" } else { "" });
+            StepKind::Parallel {
+                branches,
+                fail_fast,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "{pad}parallel{}",
+                    if *fail_fast { " (failFast)" } else { "" }
+                );
                 for b in branches {
                     let _ = writeln!(out, "{pad}  branch {}", b.name.display());
                     steps(out, &b.steps, depth + 2);
                 }
             }
-            StepKind::Wrapper { name, args, steps: inner } => {
+            StepKind::Wrapper {
+                name,
+                args,
+                steps: inner,
+            } => {
                 let _ = writeln!(out, "{pad}{name}{}", args_text(args));
                 steps(out, inner, depth + 1);
             }
             StepKind::Call { name, args } if name == "node" => {
-                let _ = writeln!(out, "{pad}node → {}", args.get("job").map(|j| display_name_of(j)).unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "{pad}node → {}",
+                    args.get("job")
+                        .map(|j| display_name_of(j))
+                        .unwrap_or_default()
+                );
             }
             StepKind::Call { name, args } => {
                 let _ = writeln!(out, "{pad}{name}{}{at}", args_text(args));
             }
-            StepKind::Dynamic { what, code, steps: inner } => {
+            StepKind::Dynamic {
+                what,
+                code,
+                steps: inner,
+            } => {
                 let _ = writeln!(out, "{pad}dynamic {what}: {code}");
                 steps(out, inner, depth + 1);
             }
@@ -180,16 +253,27 @@ fn first_line(s: &str) -> String {
     let mut lines = t.lines();
     let first = lines.next().unwrap_or("");
     let more = lines.count();
-    if more > 0 { format!("{first:?} (+{more} lines)") } else { format!("{first:?}") }
+    if more > 0 {
+        format!("{first:?} (+{more} lines)")
+    } else {
+        format!("{first:?}")
+    }
 }
 
 fn args_text(args: &indexmap::IndexMap<String, Value>) -> String {
     if args.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = args.iter().map(|(k, v)| format!("{k}: {}", v.display())).collect();
+    let parts: Vec<String> = args
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", v.display()))
+        .collect();
     let s = format!("({})", parts.join(", "));
-    if s.chars().count() > 100 { s.chars().take(99).collect::<String>() + "…)" } else { s }
+    if s.chars().count() > 100 {
+        s.chars().take(99).collect::<String>() + "…)"
+    } else {
+        s
+    }
 }
 
 /// A Graphviz digraph: one cluster per job with its stages in order, edges between jobs.
@@ -206,14 +290,23 @@ pub fn dot(graph: &JobGraph) -> String {
             None => job.id.clone(),
         };
         let _ = writeln!(out, "    label={};", quote(&title));
-        let _ = writeln!(out, "    {id} [label={}, shape=component];", quote(&format!("pod {}", job.pod.name)));
+        let _ = writeln!(
+            out,
+            "    {id} [label={}, shape=component];",
+            quote(&format!("pod {}", job.pod.name))
+        );
         let mut prev = id.clone();
         let mut n = 0;
         stage_nodes(&mut out, &job.steps, &id, &mut prev, &mut n);
         let _ = writeln!(out, "  }}");
     }
     for e in &graph.edges {
-        let _ = writeln!(out, "  {} -> {} [style=bold];", dot_id(&e.from), dot_id(&e.to));
+        let _ = writeln!(
+            out,
+            "  {} -> {} [style=bold];",
+            dot_id(&e.from),
+            dot_id(&e.to)
+        );
     }
     let _ = writeln!(out, "}}");
     out
@@ -222,10 +315,16 @@ pub fn dot(graph: &JobGraph) -> String {
 fn stage_nodes(out: &mut String, steps: &[Step], job: &str, prev: &mut String, n: &mut usize) {
     for s in steps {
         match &s.kind {
-            StepKind::Stage { name, steps: inner, .. } => {
+            StepKind::Stage {
+                name, steps: inner, ..
+            } => {
                 *n += 1;
                 let id = format!("{job}_s{n}");
-                let _ = writeln!(out, "    {id} [label={}];", quote(&name.display().trim_matches('"').to_string()));
+                let _ = writeln!(
+                    out,
+                    "    {id} [label={}];",
+                    quote(&name.display().trim_matches('"').to_string())
+                );
                 let _ = writeln!(out, "    {prev} -> {id};");
                 *prev = id;
                 stage_nodes(out, inner, job, prev, n);
@@ -237,7 +336,11 @@ fn stage_nodes(out: &mut String, steps: &[Step], job: &str, prev: &mut String, n
                     let mut p = fork.clone();
                     *n += 1;
                     let id = format!("{job}_s{n}");
-                    let _ = writeln!(out, "    {id} [label={}, shape=ellipse];", quote(&b.name.display().trim_matches('"').to_string()));
+                    let _ = writeln!(
+                        out,
+                        "    {id} [label={}, shape=ellipse];",
+                        quote(&b.name.display().trim_matches('"').to_string())
+                    );
                     let _ = writeln!(out, "    {p} -> {id};");
                     p = id;
                     stage_nodes(out, &b.steps, job, &mut p, n);
@@ -251,14 +354,18 @@ fn stage_nodes(out: &mut String, steps: &[Step], job: &str, prev: &mut String, n
                 }
                 *prev = join;
             }
-            StepKind::Wrapper { steps: inner, .. } | StepKind::Dynamic { steps: inner, .. } => stage_nodes(out, inner, job, prev, n),
+            StepKind::Wrapper { steps: inner, .. } | StepKind::Dynamic { steps: inner, .. } => {
+                stage_nodes(out, inner, job, prev, n)
+            }
             _ => {}
         }
     }
 }
 
 fn dot_id(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 fn quote(s: &str) -> String {

@@ -242,17 +242,34 @@ pub(crate) static STEPS: &[StepDef] = steps! {
 pub(crate) fn named_from_map(call: &valet_dsl::ast::Call) -> Option<valet_dsl::ast::Call> {
     use valet_dsl::ast::{Arg, ExprKind, Ident, MapKey};
     let def = find(&call.name.name)?;
-    if call.target.is_some() || !matches!(def.params.first(), Some((_, Ty::Int | Ty::Str | Ty::Bool))) {
+    if call.target.is_some()
+        || !matches!(def.params.first(), Some((_, Ty::Int | Ty::Str | Ty::Bool)))
+    {
         return None;
     }
-    let [Arg::Positional(e)] = call.args.as_slice() else { return None };
-    let ExprKind::Map { entries } = &e.kind else { return None };
+    let [Arg::Positional(e)] = call.args.as_slice() else {
+        return None;
+    };
+    let ExprKind::Map { entries } = &e.kind else {
+        return None;
+    };
     let mut args = Vec::new();
     for en in entries {
-        let MapKey::Name { name, span } = &en.key else { return None };
-        args.push(Arg::Named { name: Ident { name: name.clone(), span: *span }, value: en.value.clone() });
+        let MapKey::Name { name, span } = &en.key else {
+            return None;
+        };
+        args.push(Arg::Named {
+            name: Ident {
+                name: name.clone(),
+                span: *span,
+            },
+            value: en.value.clone(),
+        });
     }
-    Some(valet_dsl::ast::Call { args, ..call.clone() })
+    Some(valet_dsl::ast::Call {
+        args,
+        ..call.clone()
+    })
 }
 
 pub(crate) fn find(name: &str) -> Option<&'static StepDef> {
@@ -260,7 +277,10 @@ pub(crate) fn find(name: &str) -> Option<&'static StepDef> {
 }
 
 /// The known name closest to `name`, when it is close enough to be a likely typo.
-pub(crate) fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lower = name.to_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
@@ -295,15 +315,25 @@ mod tests {
     fn suggestions_are_close_names_only() {
         let names = STEPS.iter().map(|s| s.name);
         assert_eq!(did_you_mean("shh", names.clone()), Some("sh"));
-        assert_eq!(did_you_mean("archiveArtifact", names.clone()), Some("archiveArtifacts"));
-        assert_eq!(did_you_mean("withCredential", names.clone()), Some("withCredentials"));
+        assert_eq!(
+            did_you_mean("archiveArtifact", names.clone()),
+            Some("archiveArtifacts")
+        );
+        assert_eq!(
+            did_you_mean("withCredential", names.clone()),
+            Some("withCredentials")
+        );
         assert_eq!(did_you_mean("kubernetesDeploy", names), None);
     }
 
     #[test]
     fn step_names_are_unique() {
         for (i, s) in STEPS.iter().enumerate() {
-            assert!(STEPS[i + 1..].iter().all(|t| t.name != s.name), "{} twice", s.name);
+            assert!(
+                STEPS[i + 1..].iter().all(|t| t.name != s.name),
+                "{} twice",
+                s.name
+            );
         }
     }
 }

@@ -15,7 +15,9 @@ pub(crate) struct Consts {
 }
 
 pub(crate) fn dynamic(text: impl Into<String>) -> Value {
-    Value::Dynamic(DynamicValue { dynamic: text.into() })
+    Value::Dynamic(DynamicValue {
+        dynamic: text.into(),
+    })
 }
 
 /// One line of source: whitespace runs collapsed, cut at `max` characters.
@@ -63,7 +65,9 @@ pub(crate) fn eval(e: &Expr, consts: &Consts, src: &SourceFile) -> Value {
             }
             Value::Str(s)
         }
-        ExprKind::List { items } => Value::List(items.iter().map(|i| eval(i, consts, src)).collect()),
+        ExprKind::List { items } => {
+            Value::List(items.iter().map(|i| eval(i, consts, src)).collect())
+        }
         ExprKind::Map { entries } => {
             let mut m = IndexMap::new();
             for entry in entries {
@@ -78,14 +82,20 @@ pub(crate) fn eval(e: &Expr, consts: &Consts, src: &SourceFile) -> Value {
             }
             Value::Map(m)
         }
-        ExprKind::Var { name } => consts.values.get(name).cloned().unwrap_or_else(|| dynamic(name.clone())),
-        ExprKind::Binary { op: valet_dsl::ast::BinaryOp::Add, lhs, rhs } => {
-            match (eval(lhs, consts, src), eval(rhs, consts, src)) {
-                (Value::Str(a), Value::Str(b)) => Value::Str(a + &b),
-                (Value::Int(a), Value::Int(b)) => Value::Int(a.wrapping_add(b)),
-                _ => dynamic(summary(src, e.span, 200)),
-            }
-        }
+        ExprKind::Var { name } => consts
+            .values
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| dynamic(name.clone())),
+        ExprKind::Binary {
+            op: valet_dsl::ast::BinaryOp::Add,
+            lhs,
+            rhs,
+        } => match (eval(lhs, consts, src), eval(rhs, consts, src)) {
+            (Value::Str(a), Value::Str(b)) => Value::Str(a + &b),
+            (Value::Int(a), Value::Int(b)) => Value::Int(a.wrapping_add(b)),
+            _ => dynamic(summary(src, e.span, 200)),
+        },
         _ => dynamic(summary(src, e.span, 200)),
     }
 }
@@ -94,7 +104,9 @@ pub(crate) fn eval(e: &Expr, consts: &Consts, src: &SourceFile) -> Value {
 pub(crate) fn cpu_millis(q: &str) -> Result<u64, String> {
     let q = q.trim();
     if let Some(m) = q.strip_suffix('m') {
-        return m.parse::<u64>().map_err(|_| format!("`{q}` is not a CPU quantity"));
+        return m
+            .parse::<u64>()
+            .map_err(|_| format!("`{q}` is not a CPU quantity"));
     }
     match q.parse::<f64>() {
         Ok(v) if v >= 0.0 && v.is_finite() => Ok((v * 1000.0).round() as u64),
@@ -124,7 +136,10 @@ pub(crate) fn memory_bytes(q: &str) -> Result<u64, String> {
         .iter()
         .find_map(|(suffix, mult)| q.strip_suffix(suffix).map(|n| (n, *mult)))
         .unwrap_or((q, 1.0));
-    let ok = !num.is_empty() && num.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'));
+    let ok = !num.is_empty()
+        && num
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'));
     match num.parse::<f64>() {
         Ok(v) if ok && v >= 0.0 && v.is_finite() => Ok((v * mult).round() as u64),
         _ => Err(format!("`{q}` is not a memory quantity")),

@@ -4,10 +4,20 @@
 
 use valet_dsl::SourceFile;
 
-fn compile(path: &std::path::Path) -> (SourceFile, Option<valet_plan::PlanOutput>, Vec<valet_dsl::Diagnostic>) {
+fn compile(
+    path: &std::path::Path,
+) -> (
+    SourceFile,
+    Option<valet_plan::PlanOutput>,
+    Vec<valet_dsl::Diagnostic>,
+) {
     let text = std::fs::read_to_string(path).expect("readable pipeline");
     let file = path.file_name().expect("file name").to_string_lossy();
-    let dir = if path.parent().is_some_and(|p| p.ends_with("invalid")) { "pipelines/invalid" } else { "pipelines" };
+    let dir = if path.parent().is_some_and(|p| p.ends_with("invalid")) {
+        "pipelines/invalid"
+    } else {
+        "pipelines"
+    };
     let name = format!("{dir}/{file}");
     let source = SourceFile::new(name, text);
     let parsed = valet_dsl::parse(&source.text);
@@ -25,7 +35,12 @@ fn valid_pipelines_plan_without_errors() {
     insta::glob!("../../../pipelines", "*.groovy", |path| {
         let (source, planned, diags) = compile(path);
         let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).cloned().collect();
-        assert!(errors.is_empty(), "{} has errors:\n{}", source.name, valet_dsl::render_all(&errors, &source));
+        assert!(
+            errors.is_empty(),
+            "{} has errors:\n{}",
+            source.name,
+            valet_dsl::render_all(&errors, &source)
+        );
         let graph = planned.expect("a plan").graph;
         // The JSON form must always serialise; the text form is what the snapshot pins.
         serde_json::to_string(&graph).expect("plan serialises");
@@ -37,11 +52,26 @@ fn valid_pipelines_plan_without_errors() {
 fn invalid_pipelines_fail_with_diagnostics() {
     insta::glob!("../../../pipelines/invalid", "*.groovy", |path| {
         let (source, _, diags) = compile(path);
-        assert!(diags.iter().any(|d| d.is_error()), "{} should fail but has no error", source.name);
+        assert!(
+            diags.iter().any(|d| d.is_error()),
+            "{} should fail but has no error",
+            source.name
+        );
         let rendered = valet_dsl::render_all(&diags, &source);
         // Diagnostics speak in words: no grammar rule identifiers leak into them.
-        for leak in ["call_or_var", "paren_args", "dq_string", "expr_stmt", "command_call", "EOI"] {
-            assert!(!rendered.contains(leak), "{} leaks `{leak}`:\n{rendered}", source.name);
+        for leak in [
+            "call_or_var",
+            "paren_args",
+            "dq_string",
+            "expr_stmt",
+            "command_call",
+            "EOI",
+        ] {
+            assert!(
+                !rendered.contains(leak),
+                "{} leaks `{leak}`:\n{rendered}",
+                source.name
+            );
         }
         insta::assert_snapshot!(rendered);
     });

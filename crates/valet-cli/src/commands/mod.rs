@@ -28,11 +28,28 @@ impl Compiled {
 /// Reads and compiles `path`. I/O errors are errors; problems in the pipeline are diagnostics.
 pub(crate) fn compile_file(path: &str) -> anyhow::Result<Compiled> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
-    let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{path} is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{path} is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     Ok(compile_source(SourceFile::new(path, text)))
 }
 
+/// Parses and plans on a thread with a large stack: both recurse once per nesting level,
+/// and the language's limits (256 levels) are sized for this stack, not the main thread's.
 pub(crate) fn compile_source(source: SourceFile) -> Compiled {
+    std::thread::Builder::new()
+        .name("compile".into())
+        .stack_size(64 * 1024 * 1024)
+        .spawn(move || compile_on_this_thread(source))
+        .expect("a compile thread")
+        .join()
+        .expect("compile thread finished")
+}
+
+fn compile_on_this_thread(source: SourceFile) -> Compiled {
     let parsed = valet_dsl::parse(&source.text);
     let mut diagnostics = parsed.diagnostics;
     let mut graph = None;
@@ -42,5 +59,10 @@ pub(crate) fn compile_source(source: SourceFile) -> Compiled {
         graph = Some(planned.graph);
     }
     diagnostics.sort_by_key(|d| d.span.start);
-    Compiled { source, graph, script: parsed.script, diagnostics }
+    Compiled {
+        source,
+        graph,
+        script: parsed.script,
+        diagnostics,
+    }
 }
