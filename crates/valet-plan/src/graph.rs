@@ -602,7 +602,10 @@ impl<'a> GraphBuilder<'a> {
     /// is the innermost template), or a plain pod.
     fn node_pod(&mut self, label: Option<&Expr>, ctx: &Ctx) -> (Option<String>, PodSpec) {
         let Some(label_expr) = label else {
-            return (None, pods::default_pod("node"));
+            // Any agent the controller offers: its containers are configured outside the file.
+            let mut pod = pods::default_pod("node");
+            pod.open = true;
+            return (None, pod);
         };
         let is_pod_label =
             matches!(&label_expr.kind, ExprKind::Var { name } if name == "POD_LABEL");
