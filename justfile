@@ -37,3 +37,7 @@ bench:
 # Snapshot review after an intended change to plans or diagnostics.
 review:
     cargo insta review
+
+# How many pipelines of a folder kept outside this repository `valet check` accepts, and why it refuses the rest.
+corpus DIR: build
+    scripts/corpus-check.sh {{DIR}}
