@@ -173,19 +173,7 @@ impl GraphBuilder<'_> {
         for (name, args) in wrappers.into_iter().rev() {
             steps = vec![self.step(StepKind::Wrapper { name, args, steps }, e.span, &ctx)];
         }
-        if !env.is_empty() {
-            let mut args = IndexMap::new();
-            args.insert("environment".to_string(), Value::Map(env));
-            steps = vec![self.step(
-                StepKind::Wrapper {
-                    name: "withEnv".into(),
-                    args,
-                    steps,
-                },
-                e.span,
-                &ctx,
-            )];
-        }
+        steps = self.with_env(env, steps, e.span, &ctx);
         match job {
             Some(idx) => {
                 self.jobs[idx].steps = steps;
@@ -721,19 +709,7 @@ impl GraphBuilder<'_> {
                 &inner,
             )];
         }
-        if !env.is_empty() {
-            let mut args = IndexMap::new();
-            args.insert("environment".to_string(), Value::Map(env));
-            steps = vec![self.step(
-                StepKind::Wrapper {
-                    name: "withEnv".into(),
-                    args,
-                    steps,
-                },
-                d.expr.span,
-                &inner,
-            )];
-        }
+        steps = self.with_env(env, steps, d.expr.span, &inner);
         let stage = self.step(
             StepKind::Stage {
                 name,
@@ -747,16 +723,7 @@ impl GraphBuilder<'_> {
         match job_idx {
             Some(idx) => {
                 self.jobs[idx].steps = vec![stage.clone()];
-                let mut args = IndexMap::new();
-                args.insert("job".to_string(), Value::Str(self.jobs[idx].id.clone()));
-                self.step(
-                    StepKind::Call {
-                        name: "node".into(),
-                        args,
-                    },
-                    d.expr.span,
-                    ctx,
-                )
+                self.node_marker(idx, d.expr.span, ctx)
             }
             None => stage,
         }
@@ -929,29 +896,10 @@ impl GraphBuilder<'_> {
             };
             ends.extend(self.frontier.clone());
             let env: IndexMap<String, Value> = combo.into_iter().collect();
-            let mut args = IndexMap::new();
-            args.insert("environment".to_string(), Value::Map(env));
-            steps = vec![self.step(
-                StepKind::Wrapper {
-                    name: "withEnv".into(),
-                    args,
-                    steps,
-                },
-                d.expr.span,
-                &inner,
-            )];
+            steps = self.with_env(env, steps, d.expr.span, &inner);
             if let Some(idx) = job {
                 self.jobs[idx].steps = std::mem::take(&mut steps);
-                let mut args = IndexMap::new();
-                args.insert("job".to_string(), Value::Str(self.jobs[idx].id.clone()));
-                steps = vec![self.step(
-                    StepKind::Call {
-                        name: "node".into(),
-                        args,
-                    },
-                    d.expr.span,
-                    ctx,
-                )];
+                steps = vec![self.node_marker(idx, d.expr.span, ctx)];
             }
             branches.push(Branch {
                 name: Value::Str(label),

@@ -78,6 +78,44 @@ impl<'a> GraphBuilder<'a> {
         }
     }
 
+    /// Wraps `steps` in a `withEnv` for `env` (unless it is empty).
+    pub(crate) fn with_env(
+        &self,
+        env: IndexMap<String, Value>,
+        steps: Vec<Step>,
+        span: Span,
+        ctx: &Ctx,
+    ) -> Vec<Step> {
+        if env.is_empty() {
+            return steps;
+        }
+        let mut args = IndexMap::new();
+        args.insert("environment".to_string(), Value::Map(env));
+        vec![self.step(
+            StepKind::Wrapper {
+                name: "withEnv".into(),
+                args,
+                steps,
+            },
+            span,
+            ctx,
+        )]
+    }
+
+    /// The step that stands, in the enclosing list, for the job `idx`.
+    pub(crate) fn node_marker(&self, idx: usize, span: Span, ctx: &Ctx) -> Step {
+        let mut args = IndexMap::new();
+        args.insert("job".to_string(), Value::Str(self.jobs[idx].id.clone()));
+        self.step(
+            StepKind::Call {
+                name: "node".into(),
+                args,
+            },
+            span,
+            ctx,
+        )
+    }
+
     pub(crate) fn value(&self, e: &Expr) -> Value {
         eval(e, &self.consts, self.src)
     }
@@ -667,16 +705,7 @@ impl<'a> GraphBuilder<'a> {
         inner.container = Some(self.jobs[idx].pod.default_container.clone());
         let steps = self.stmts(&body.body, &mut inner);
         self.jobs[idx].steps = steps;
-        let mut args = IndexMap::new();
-        args.insert("job".to_string(), Value::Str(self.jobs[idx].id.clone()));
-        vec![self.step(
-            StepKind::Call {
-                name: "node".into(),
-                args,
-            },
-            e.span,
-            ctx,
-        )]
+        vec![self.node_marker(idx, e.span, ctx)]
     }
 
     /// Adds a job after the current frontier of jobs.
