@@ -81,10 +81,9 @@ impl Backend for LocalBackend {
         let mut containers = HashMap::new();
         let pod_env: BTreeMap<String, String> =
             spec.env.iter().map(|(k, v)| (k.clone(), value_text(v))).collect();
+        // Every container of the spec is accepted, Jenkins' `jnlp` agent container too: steps
+        // outside `container('…')` run there when a pod template says so.
         for c in &spec.containers {
-            if c.jnlp {
-                continue;
-            }
             let mut env = pod_env.clone();
             env.extend(c.env.iter().map(|(k, v)| (k.clone(), value_text(v))));
             containers.insert(c.name.clone(), env);
