@@ -25,6 +25,12 @@ enum Command {
     /// Show the job graph of a pipeline: jobs, their pods (containers, images, limits),
     /// stages and steps, without running anything (a dry run).
     Plan(commands::plan::Args),
+    /// Run a pipeline on this machine: checks and plans it first, and refuses an invalid one.
+    ///
+    /// Exits with the build's result: 0 SUCCESS, 1 FAILURE, 2 UNSTABLE, 3 ABORTED,
+    /// 4 ERROR (an invalid pipeline or a backend failure).
+    #[command(after_long_help = commands::run::AFTER_HELP)]
+    Run(commands::run::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Run(args) => commands::run::run(args),
     };
     match result {
         Ok(code) => code,

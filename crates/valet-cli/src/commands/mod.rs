@@ -2,6 +2,7 @@
 
 pub(crate) mod check;
 pub(crate) mod plan;
+pub(crate) mod run;
 
 use anyhow::Context as _;
 use valet_dsl::{Diagnostic, SourceFile};

@@ -1,0 +1,339 @@
+//! `valet run FILE`: checks and plans a pipeline, then runs it on a backend.
+//!
+//! The terminal side of a build: renders the runtime's events as text (stage headers,
+//! output lines prefixed by their parallel branch, a line on stderr every few seconds while
+//! a long step runs, a closing summary of stages) or as JSON lines.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indexmap::IndexMap;
+use valet_runtime::{BuildResult, Event, NoticeLevel, RunOptions, ScmInfo, Secrets, Stream};
+
+/// What `valet run --help` says after the options.
+pub(crate) const AFTER_HELP: &str = "\
+Exit status:
+  0  SUCCESS      the build succeeded
+  1  FAILURE      a step failed (or `error`, or an uncaught exception)
+  2  UNSTABLE     the build was marked unstable (`unstable`, `warnError`, test failures)
+  3  ABORTED      the build was interrupted (Ctrl-C, a `timeout`, `input`)
+  4  ERROR        the pipeline is invalid (see `valet check`) or the backend failed
+
+Secrets (for `withCredentials` and `credentials()`), first match wins:
+  --secrets FILE   JSON: {\"npm-token\": \"s3cr3t\", \"deploy\": {\"username\": \"bot\", \"password\": \"pw\"},
+                          \"ssh-key\": {\"username\": \"git\", \"privateKey\": \"-----BEGIN ...\"}}
+                   or lines: `npm-token=s3cr3t`, `deploy.username=bot`, `deploy.password=pw` (# comments)
+  environment      VALET_SECRET_<ID>=value, VALET_SECRET_<ID>_USERNAME / _PASSWORD / _PRIVATEKEY /
+                   _PASSPHRASE, where <ID> is the credential id in upper case with every character
+                   other than a letter or digit turned into `_` (npm-token -> VALET_SECRET_NPM_TOKEN)
+  Bound values, and their base64 forms, are shown as **** in all output.
+
+On the local backend, container images are not used: every step runs as a host process, in a
+workspace under the temp directory that is removed at the end unless --keep is given.";
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum BackendKind {
+    /// Host processes in a per-build workspace (no engine needed).
+    Local,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Stage headers, output lines and a closing summary, for a person.
+    Text,
+    /// One JSON object per event and line, for programs.
+    Json,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The pipeline file (a Jenkinsfile).
+    #[arg(value_name = "FILE")]
+    file: String,
+    /// Where pods run.
+    #[arg(long, value_enum, default_value = "local")]
+    backend: BackendKind,
+    /// A build parameter (`params.NAME`); repeat for more.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// An environment variable for every step (`env.K`); repeat for more. Wins over the
+    /// process environment and the build variables (`--env BRANCH_NAME=main`).
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Keep the workspaces after the build (their paths are printed).
+    #[arg(long)]
+    keep: bool,
+    /// How events are printed.
+    #[arg(long, value_enum, default_value = "text")]
+    output: OutputFormat,
+    /// Credentials for `withCredentials` (see below for the format).
+    #[arg(long, value_name = "FILE")]
+    secrets: Option<PathBuf>,
+    /// `BUILD_NUMBER`.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    build_number: u64,
+    /// Where `archiveArtifacts` copies files (default: a new directory under the temp directory).
+    #[arg(long, value_name = "DIR")]
+    artifacts: Option<PathBuf>,
+}
+
+const EXIT_ERROR: u8 = 4;
+
+fn pairs(items: &[String], what: &str) -> anyhow::Result<IndexMap<String, String>> {
+    let mut m = IndexMap::new();
+    for i in items {
+        let (k, v) = i.split_once('=').with_context(|| format!("{what} `{i}` is not NAME=VALUE"))?;
+        if k.is_empty() {
+            anyhow::bail!("{what} `{i}` has no name");
+        }
+        m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match run_inner(args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(EXIT_ERROR))
+        }
+    }
+}
+
+fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+    let compiled = super::compile_file(&args.file)?;
+    if !compiled.diagnostics.is_empty() {
+        eprint!("{}", compiled.render_diagnostics());
+    }
+    if compiled.has_errors() {
+        eprintln!("{}: not run: the pipeline has errors (exit status {EXIT_ERROR})", args.file);
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
+    let (Some(script), Some(graph)) = (compiled.script.as_ref(), compiled.graph.as_ref()) else {
+        anyhow::bail!("{}: nothing to run", args.file);
+    };
+    let mut secrets = Secrets::from_env(std::env::vars());
+    if let Some(f) = &args.secrets {
+        secrets.load_file(f)?;
+    }
+    let params = pairs(&args.params, "parameter")?;
+    let env = pairs(&args.env, "--env")?;
+    let mut opts = RunOptions {
+        build_number: args.build_number,
+        params,
+        env,
+        secrets,
+        scm: ScmInfo::detect(std::path::Path::new(&args.file)),
+        ..RunOptions::default()
+    };
+    opts.artifacts_dir = Some(args.artifacts.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("valet-artifacts-{}-{}", std::process::id(), args.build_number))
+    }));
+    let backend = match args.backend {
+        BackendKind::Local => valet_local::LocalBackend::new(std::env::temp_dir(), args.keep),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let format = args.output;
+    let keep = args.keep;
+    let outcome = rt.block_on(async {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let cancel = valet_runtime::CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nvalet: interrupted: aborting the build (Ctrl-C again to quit at once)");
+                c.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let renderer = tokio::spawn(render(rx, format, keep));
+        let outcome = valet_runtime::run(script, &compiled.source, graph, &backend, &opts, tx, cancel).await;
+        let _ = renderer.await;
+        outcome
+    });
+    if format == OutputFormat::Text {
+        if let Some(dir) = &opts.artifacts_dir {
+            if dir.exists() {
+                println!("Artifacts: {}", dir.display());
+            }
+        }
+    }
+    let code = if outcome.backend_error {
+        EXIT_ERROR
+    } else {
+        match outcome.result {
+            BuildResult::Success | BuildResult::NotBuilt => 0,
+            BuildResult::Failure => 1,
+            BuildResult::Unstable => 2,
+            BuildResult::Aborted => 3,
+        }
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// Steps that wrap others: the live indication names the step inside instead.
+const WRAPPERS: &[&str] = &[
+    "timeout", "retry", "dir", "withEnv", "withCredentials", "catchError", "warnError", "waitUntil", "ansiColor",
+    "timestamps", "lock", "sshagent", "wrap",
+];
+
+struct Running {
+    what: String,
+    where_: String,
+    since: Instant,
+    last_report: Instant,
+}
+
+fn fmt_duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m {:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat, keep: bool) {
+    let running: Arc<Mutex<HashMap<u64, Running>>> = Arc::default();
+    let ticker = if format == OutputFormat::Text {
+        let running = running.clone();
+        Some(tokio::spawn(async move {
+            let every = Duration::from_secs(5);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
+                for step in r.values_mut() {
+                    if step.last_report.elapsed() >= every && step.since.elapsed() >= every {
+                        step.last_report = Instant::now();
+                        eprintln!("… still running: {}{} ({} s)", step.what, step.where_, step.since.elapsed().as_secs());
+                    }
+                }
+            }
+        }))
+    } else {
+        None
+    };
+    let mut out = std::io::stdout();
+    let mut partial: HashMap<(Option<u64>, u8, Option<String>), String> = HashMap::new();
+    let mut stages: Vec<(String, BuildResult, bool, u64)> = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        if format == OutputFormat::Json {
+            if let Ok(line) = serde_json::to_string(&ev) {
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            continue;
+        }
+        match &ev {
+            Event::BuildStarted { number, file, backend, job_name, .. } => {
+                let _ = writeln!(out, "valet: running {file} ({job_name} #{number}) on the {backend} backend");
+            }
+            Event::Notice { level, message } => {
+                let tag = match level {
+                    NoticeLevel::Info => "note",
+                    NoticeLevel::Warning => "warning",
+                };
+                let _ = writeln!(out, "{tag}: {message}");
+            }
+            Event::JobStarted { job, pod, workspace, label, place, .. } => {
+                let label = label.as_deref().map(|l| format!(" (label {l})")).unwrap_or_default();
+                let where_ = if keep { format!(" in {workspace}") } else { String::new() };
+                let _ = writeln!(out, "{}── {job}: pod {pod}{label}{where_}", prefix(&place.branch));
+            }
+            Event::JobFinished { .. } => {}
+            Event::StageStarted { name, parallel_branch, place, .. } => {
+                if *parallel_branch {
+                    let _ = writeln!(out, "{}── branch {name}", prefix(&place.branch));
+                } else {
+                    let _ = writeln!(out, "{}── stage {name}", prefix(&place.branch));
+                }
+            }
+            Event::StageFinished { name, path, parallel_branch, result, skipped, duration_ms, place } => {
+                let what = if *parallel_branch { "branch" } else { "stage" };
+                let how = if *skipped { "skipped".to_string() } else { format!("{result} in {}", fmt_duration(*duration_ms)) };
+                let _ = writeln!(out, "{}── {what} {name}: {how}", prefix(&place.branch));
+                stages.push((path.join(" / "), *result, *skipped, *duration_ms));
+            }
+            Event::StepStarted { id, step, summary, place } => {
+                if !WRAPPERS.contains(&step.as_str()) && !matches!(step.as_str(), "echo" | "error" | "unstable") {
+                    let what = if summary.is_empty() { step.clone() } else { format!("{step} '{summary}'") };
+                    let mut where_ = String::new();
+                    if let Some(s) = &place.stage {
+                        where_.push_str(&format!(" in stage {s}"));
+                    }
+                    if let Some(b) = &place.branch {
+                        where_.push_str(&format!(" [{b}]"));
+                    }
+                    running.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                        *id,
+                        Running { what, where_, since: Instant::now(), last_report: Instant::now() },
+                    );
+                }
+            }
+            Event::StepFinished { id, place, .. } => {
+                running.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                for s in [0u8, 1] {
+                    if let Some(rest) = partial.remove(&(Some(*id), s, place.branch.clone())) {
+                        if !rest.is_empty() {
+                            let _ = writeln!(out, "{}{rest}", prefix(&place.branch));
+                        }
+                    }
+                }
+            }
+            Event::Output { step, stream, text, place } => {
+                let s = match stream {
+                    Stream::Stdout => 0u8,
+                    Stream::Stderr => 1,
+                    Stream::Log => 2,
+                };
+                let key = (*step, s, place.branch.clone());
+                let buf = partial.entry(key.clone()).or_default();
+                buf.push_str(text);
+                while let Some(i) = buf.find('\n') {
+                    let line: String = buf.drain(..=i).collect();
+                    let _ = write!(out, "{}{line}", prefix(&place.branch));
+                }
+                if buf.is_empty() {
+                    partial.remove(&key);
+                }
+            }
+            Event::BuildFinished { result, duration_ms } => {
+                for ((_, _, branch), rest) in partial.drain() {
+                    if !rest.is_empty() {
+                        let _ = writeln!(out, "{}{rest}", prefix(&branch));
+                    }
+                }
+                if !stages.is_empty() {
+                    let width = stages.iter().map(|s| s.0.chars().count()).max().unwrap_or(5).max(5);
+                    let _ = writeln!(out);
+                    let _ = writeln!(out, "{:<width$}  {:<9}  {}", "Stage", "Result", "Duration");
+                    for (path, r, skipped, ms) in &stages {
+                        let r = if *skipped { "skipped".to_string() } else { r.to_string() };
+                        let _ = writeln!(out, "{path:<width$}  {r:<9}  {}", fmt_duration(*ms));
+                    }
+                }
+                let _ = writeln!(out, "Build {result} in {}", fmt_duration(*duration_ms));
+            }
+        }
+        let _ = out.flush();
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+}
+
+fn prefix(branch: &Option<String>) -> String {
+    match branch {
+        Some(b) => format!("[{b}] "),
+        None => String::new(),
+    }
+}
