@@ -261,6 +261,47 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         (at, end.max(at))
     };
     let at_end = text[at.min(text.len())..].trim().is_empty();
+    // A closer that does not match the innermost open bracket: name the open one.
+    if let Some(close) = text[at.min(text.len())..]
+        .chars()
+        .next()
+        .filter(|c| matches!(c, ')' | ']' | '}'))
+    {
+        if let Some(&(open, c)) = prescan::unclosed(&text[..at.min(text.len())]).last() {
+            let want = match c {
+                b'(' => ')',
+                b'[' => ']',
+                _ => '}',
+            };
+            if want != close {
+                let lc = crate::span::SourceFile::new("", text).line_col(open);
+                return Diagnostic::error(
+                    "syntax",
+                    Span::new(at, at + 1),
+                    format!(
+                        "`{close}` found, but the `{}` at {}:{} is still open",
+                        c as char, lc.line, lc.col
+                    ),
+                )
+                .with_label(format!("expected `{want}` before this"))
+                .with_help(format!("close the `{}` with `{want}`", c as char));
+            }
+        }
+    }
+    // `"…${expr"`: the interpolation is not closed before the string ends.
+    if found == "`\"`" && expected.iter().any(|e| e == "`}`") {
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        if let Some(rel) = text[line_start..at].rfind("${") {
+            let open = line_start + rel;
+            return Diagnostic::error(
+                "syntax",
+                Span::new(open, open + 2),
+                "`${` is not closed before the end of the string",
+            )
+            .with_label("this `${` needs a matching `}`")
+            .with_help("write `${expr}` — the `}` goes before the closing quote");
+        }
+    }
     let before = text[..at.min(text.len())].trim_end();
     let else_at = if found == "`else`" {
         Some(at)
