@@ -273,7 +273,7 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
                 b'[' => ']',
                 _ => '}',
             };
-            if want != close {
+            if want != close && !expected.contains(&format!("`{want}`")) {
                 let lc = crate::span::SourceFile::new("", text).line_col(open);
                 return Diagnostic::error(
                     "syntax",
