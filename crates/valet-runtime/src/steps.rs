@@ -30,7 +30,12 @@ const VALUE_STEPS: &[&str] = &[
     "githubPush", "upstream", "parameters", "scmGit", "gitUsernamePassword", "durabilityHint",
     "disableResume", "skipDefaultCheckout", "preserveStashes", "copyArtifactPermission", "rateLimitBuilds",
     "overrideIndexTriggers", "githubProjectProperty", "authorizationMatrix", "gitParameter", "validatingString",
-    "separator", "activeChoice", "extendedChoice",
+    "separator", "activeChoice", "extendedChoice", "GitSCM", "always", "checkoutToSubdirectory",
+    "containerLivenessProbe", "count", "kubernetesAgent", "labelSelector", "labelSelectorRequirement", "merge",
+    "never", "newContainerPerStage", "nodeAffinity", "nodeSelectorRequirement", "nodeSelectorTerm", "nonresumable",
+    "onFailure", "override", "parallelsAlwaysFailFast", "persistentVolumeClaimWorkspaceVolume", "podAffinity",
+    "podAffinityTerm", "podAnnotation", "podAntiAffinity", "podLabel", "quietPeriod", "skipStagesAfterUnstable",
+    "weightedPodAffinityTerm",
 ];
 
 /// Steps that wrap a body and add nothing valet needs to do.
@@ -38,7 +43,7 @@ const PASS_THROUGH: &[&str] = &[
     "ansiColor", "timestamps", "wrap", "lock", "withMaven", "withAnt", "withGradle", "withPythonEnv",
     "withDockerRegistry", "withDockerServer", "configFileProvider", "throttle", "withNPM",
     "gitlabCommitStatus", "gitlabBuilds", "withSonarQubeEnv", "xvfb", "withKubeConfig", "withAWS",
-    "container_", "stageWrapper", "skipDefaultCheckout_",
+    "withKubeCredentials", "semaphore",
 ];
 
 /// Steps that send something somewhere; a local run reports them instead.
@@ -46,7 +51,7 @@ const NOTIFY: &[&str] = &[
     "mail", "emailext", "slackSend", "office365ConnectorSend", "discordSend", "telegramSend",
     "githubNotify", "setGitHubPullRequestStatus", "updateGitlabCommitStatus", "step", "publishHTML",
     "recordIssues", "jacoco", "cobertura", "fingerprint", "milestone", "containerLog", "publishChecks",
-    "buildName", "buildDescription", "addBadge", "addShortText", "cleanWs_",
+    "buildName", "buildDescription", "addBadge", "addShortText",
 ];
 
 fn records(name: &str) -> bool {
@@ -323,8 +328,16 @@ impl<'a> Interp<'a> {
             "container" => {
                 let cname = args.str("name", 0).ok_or_else(|| fail("container: a name is required"))?;
                 let pod = self.require_pod(ctx, "container")?;
-                if !pod.fallback {
-                    pod.pod.runner(&cname).map_err(backend_err)?;
+                if !pod.fallback && pod.pod.runner(&cname).is_err() {
+                    if pod_spec_unresolved(&pod.spec) {
+                        self.notice(
+                            NoticeLevel::Warning,
+                            format!("container('{cname}') is not among the containers the plan could resolve (the pod comes from a YAML file read at run time); its steps run in `{}`", fallback_container(&pod.spec)),
+                        )
+                        .await;
+                    } else {
+                        pod.pod.runner(&cname).map_err(backend_err)?;
+                    }
                 }
                 let mut inner = ctx.clone();
                 inner.container = Some(cname);
@@ -419,6 +432,10 @@ impl<'a> Interp<'a> {
                 self.notice(NoticeLevel::Warning, format!("tool '{t}': valet does not install tools; the one on the PATH is used")).await;
                 Ok(Value::Str(String::new()))
             }
+            "readYaml" | "writeYaml" | "getContext" | "splitTests" | "libraryResource" => Err(err(
+                "valet.UnsupportedException",
+                format!("`{name}` is not supported by `valet run` yet"),
+            )),
             "build" => Err(err(
                 "valet.UnsupportedException",
                 format!("`build` triggers another Jenkins job ({}); `valet run` runs one pipeline file", args.str("job", 0).unwrap_or_default()),
@@ -471,7 +488,10 @@ impl<'a> Interp<'a> {
         let name = ctx.container.clone().unwrap_or_else(|| pod.spec.default_container.clone());
         match pod.pod.runner(&name) {
             Ok(r) => Ok(r),
-            Err(_) if pod.fallback => pod.pod.runner(&pod.spec.default_container).map_err(backend_err),
+            Err(_) if pod.fallback || pod_spec_unresolved(&pod.spec) => {
+                let known = fallback_container(&pod.spec);
+                pod.pod.runner(&known).map_err(backend_err)
+            }
             Err(e) => Err(backend_err(e)),
         }
     }
@@ -1291,6 +1311,24 @@ impl<'a> Interp<'a> {
             lock(m).insert(name.to_string(), v);
         }
     }
+}
+
+/// Whether the pod's containers may include some the plan could not see (a `yamlFile`).
+fn pod_spec_unresolved(spec: &PodSpec) -> bool {
+    spec.extra.contains_key("yamlFile") || spec.yaml.iter().any(|y| y.starts_with("yamlFile:"))
+}
+
+/// A container that is certainly in the spec, for a name the plan could not resolve.
+fn fallback_container(spec: &PodSpec) -> String {
+    if spec.containers.iter().any(|c| c.name == spec.default_container) {
+        return spec.default_container.clone();
+    }
+    spec.containers
+        .iter()
+        .find(|c| !c.jnlp)
+        .or(spec.containers.first())
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| "default".into())
 }
 
 fn join_cwd(cwd: Option<&str>, path: &str) -> String {
