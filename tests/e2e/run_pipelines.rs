@@ -14,38 +14,83 @@ use std::path::Path;
 use valet_runtime::{CancellationToken, Event, RunOptions, Stream};
 
 fn skip_reason(text: &str) -> Option<String> {
-    text.lines().find_map(|l| l.trim().strip_prefix("// valet-test: skip").map(|r| r.trim().to_string()))
+    text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("// valet-test: skip")
+            .map(|r| r.trim().to_string())
+    })
 }
 
 fn transcript(events: &[Event]) -> String {
     let mut sections: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut steps: HashMap<u64, (String, String)> = HashMap::new();
-    let push = |sections: &mut BTreeMap<String, Vec<String>>, branch: &Option<String>, line: String| {
-        sections.entry(branch.clone().unwrap_or_default()).or_default().push(line);
-    };
+    let push =
+        |sections: &mut BTreeMap<String, Vec<String>>, branch: &Option<String>, line: String| {
+            sections
+                .entry(branch.clone().unwrap_or_default())
+                .or_default()
+                .push(line);
+        };
     let lines = |text: &str| -> Vec<String> { text.lines().map(str::to_string).collect() };
     for e in events {
         match e {
-            Event::BuildStarted { job_name, .. } => push(&mut sections, &None, format!("build of {job_name}")),
+            Event::BuildStarted { job_name, .. } => {
+                push(&mut sections, &None, format!("build of {job_name}"))
+            }
             Event::Notice { message, .. } => push(&mut sections, &None, format!("note: {message}")),
-            Event::JobStarted { label, place, containers, .. } => push(
+            Event::JobStarted {
+                label,
+                place,
+                containers,
+                ..
+            } => push(
                 &mut sections,
                 &place.branch,
-                format!("── node {} [{}]", label.as_deref().unwrap_or("(any)"), containers.join(", ")),
+                format!(
+                    "── node {} [{}]",
+                    label.as_deref().unwrap_or("(any)"),
+                    containers.join(", ")
+                ),
             ),
-            Event::StageStarted { name, parallel_branch, place, .. } => {
-                push(&mut sections, &place.branch, format!("── {} {name}", if *parallel_branch { "branch" } else { "stage" }))
-            }
-            Event::StageFinished { name, parallel_branch, result, skipped, place, .. } => push(
+            Event::StageStarted {
+                name,
+                parallel_branch,
+                place,
+                ..
+            } => push(
+                &mut sections,
+                &place.branch,
+                format!(
+                    "── {} {name}",
+                    if *parallel_branch { "branch" } else { "stage" }
+                ),
+            ),
+            Event::StageFinished {
+                name,
+                parallel_branch,
+                result,
+                skipped,
+                place,
+                ..
+            } => push(
                 &mut sections,
                 &place.branch,
                 format!(
                     "── {} {name}: {}",
                     if *parallel_branch { "branch" } else { "stage" },
-                    if *skipped { "skipped".to_string() } else { result.to_string() }
+                    if *skipped {
+                        "skipped".to_string()
+                    } else {
+                        result.to_string()
+                    }
                 ),
             ),
-            Event::Output { step: Some(id), stream, text, .. } if *stream != Stream::Log => {
+            Event::Output {
+                step: Some(id),
+                stream,
+                text,
+                ..
+            } if *stream != Stream::Log => {
                 let buf = steps.entry(*id).or_default();
                 if *stream == Stream::Stdout {
                     buf.0.push_str(text);
@@ -66,7 +111,9 @@ fn transcript(events: &[Event]) -> String {
                     let _ = err;
                 }
             }
-            Event::BuildFinished { result, .. } => push(&mut sections, &None, format!("result: {result}")),
+            Event::BuildFinished { result, .. } => {
+                push(&mut sections, &None, format!("result: {result}"))
+            }
             _ => {}
         }
     }
@@ -87,7 +134,8 @@ fn normalise(text: &str, artifacts: &Path) -> String {
     let mut s = text.replace(&artifacts.display().to_string(), "<artifacts>");
     let tmp = std::env::temp_dir().display().to_string();
     let tmp = tmp.trim_end_matches('/');
-    let re = regex::Regex::new(&format!(r"{}/valet-[A-Za-z0-9._-]*", regex::escape(tmp))).expect("regex");
+    let re = regex::Regex::new(&format!(r"{}/valet-[A-Za-z0-9._-]*", regex::escape(tmp)))
+        .expect("regex");
     s = re.replace_all(&s, "<tmp>").into_owned();
     if let Ok(home) = std::env::var("HOME") {
         if home.len() > 1 {
@@ -98,11 +146,17 @@ fn normalise(text: &str, artifacts: &Path) -> String {
         (r"\b\d+(\.\d+)? ?ms\b", "N ms"),
         (r"\b\d+ sec\b", "N sec"),
         (r"\b\d{1,2}:\d{2}(:\d{2})?\b", "HH:MM"),
-        (r"\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2}\b", "Mon D"),
+        (
+            r"\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2}\b",
+            "Mon D",
+        ),
         (r"\b\d{10,}\b", "<number>"),
     ];
     for (pat, with) in rules {
-        s = regex::Regex::new(pat).expect("regex").replace_all(&s, with).into_owned();
+        s = regex::Regex::new(pat)
+            .expect("regex")
+            .replace_all(&s, with)
+            .into_owned();
     }
     s
 }
@@ -114,14 +168,30 @@ fn run_file(path: &Path) -> String {
         return format!("skipped: {reason}\n");
     }
     let parsed = valet_dsl::parse(&text);
-    assert!(!parsed.has_errors(), "{} does not parse: {:?}", path.display(), parsed.diagnostics);
+    assert!(
+        !parsed.has_errors(),
+        "{} does not parse: {:?}",
+        path.display(),
+        parsed.diagnostics
+    );
     let script = parsed.script.expect("script");
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("pipeline").to_string();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("pipeline")
+        .to_string();
     let source = valet_dsl::SourceFile::new(name, text);
     let plan = valet_plan::plan(&script, &source);
     let artifacts = tempfile::tempdir().expect("temp dir");
-    let opts = RunOptions { artifacts_dir: Some(artifacts.path().to_path_buf()), ..RunOptions::default() };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let opts = RunOptions {
+        artifacts_dir: Some(artifacts.path().to_path_buf()),
+        ..RunOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let events = rt.block_on(async {
         let backend = valet_local::LocalBackend::temporary();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
@@ -132,7 +202,16 @@ fn run_file(path: &Path) -> String {
             }
             v
         });
-        let _ = valet_runtime::run(&script, &source, &plan.graph, &backend, &opts, tx, CancellationToken::new()).await;
+        let _ = valet_runtime::run(
+            &script,
+            &source,
+            &plan.graph,
+            &backend,
+            &opts,
+            tx,
+            CancellationToken::new(),
+        )
+        .await;
         collect.await.expect("events")
     });
     normalise(&transcript(&events), artifacts.path())

@@ -12,7 +12,7 @@
 //! The suite needs `/bin/sh`, `sleep`, `cat`, `grep` and `/proc` in the containers it runs
 //! in (a busybox image has them all).
 
-use crate::{Backend, BackendError, Command, ExitStatus, Execution, Output, Pod, PodSpec};
+use crate::{Backend, BackendError, Command, Execution, ExitStatus, Output, Pod, PodSpec};
 use std::time::{Duration, Instant};
 use valet_plan::model::ContainerSpec;
 
@@ -48,9 +48,15 @@ pub fn spec(name: &str, containers: &[&str]) -> PodSpec {
         name: name.to_string(),
         containers: containers
             .iter()
-            .map(|c| ContainerSpec { name: c.to_string(), ..Default::default() })
+            .map(|c| ContainerSpec {
+                name: c.to_string(),
+                ..Default::default()
+            })
             .collect(),
-        default_container: containers.first().map(|c| c.to_string()).unwrap_or_default(),
+        default_container: containers
+            .first()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -63,7 +69,9 @@ async fn provision(backend: &dyn Backend, containers: &[&str]) -> Box<dyn Pod> {
 }
 
 async fn run(pod: &dyn Pod, container: &str, cmd: Command) -> Collected {
-    let runner = pod.runner(container).expect("runner of a container of the spec");
+    let runner = pod
+        .runner(container)
+        .expect("runner of a container of the spec");
     let exec = runner.start(cmd).await.expect("start a command");
     collect(exec).await.expect("wait for a command")
 }
@@ -74,14 +82,25 @@ fn marker() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("9{:05}.{:06}", std::process::id() % 100_000, nanos % 1_000_000)
+    format!(
+        "9{:05}.{:06}",
+        std::process::id() % 100_000,
+        nanos % 1_000_000
+    )
 }
 
 /// The processes whose command line contains `marker`, seen from inside `container`.
 async fn processes_with(pod: &dyn Pod, container: &str, marker: &str) -> String {
     // `[9]…` does not match itself, so the scanning shell and grep do not find themselves.
     let pattern = format!("[{}]{}", &marker[..1], marker[1..].replace('.', "\\."));
-    let out = run(pod, container, Command::shell(format!("grep -l -a -e '{pattern}' /proc/[0-9]*/cmdline 2>/dev/null; true"))).await;
+    let out = run(
+        pod,
+        container,
+        Command::shell(format!(
+            "grep -l -a -e '{pattern}' /proc/[0-9]*/cmdline 2>/dev/null; true"
+        )),
+    )
+    .await;
     out.stdout
 }
 
@@ -111,9 +130,17 @@ pub async fn honours_env_and_cwd(backend: &dyn Backend) {
     let mut lines = out.stdout.lines();
     assert_eq!(lines.next(), Some("hi there $HOME"));
     let pwd = lines.next().unwrap_or_default();
-    assert_eq!(std::path::Path::new(pwd), ws.join("sub/dir"), "cwd relative to the workspace");
+    assert_eq!(
+        std::path::Path::new(pwd),
+        ws.join("sub/dir"),
+        "cwd relative to the workspace"
+    );
     let out = run(&*pod, "main", Command::shell("pwd")).await;
-    assert_eq!(std::path::Path::new(out.stdout.trim()), ws, "default cwd is the workspace");
+    assert_eq!(
+        std::path::Path::new(out.stdout.trim()),
+        ws,
+        "default cwd is the workspace"
+    );
     pod.teardown().await.expect("teardown");
 }
 
@@ -157,12 +184,18 @@ pub async fn reports_signal(backend: &dyn Backend) {
 pub async fn streams_output(backend: &dyn Backend) {
     let pod = provision(backend, &["main"]).await;
     let runner = pod.runner("main").expect("runner");
-    let mut exec = runner.start(Command::shell("echo first; sleep 2; echo second")).await.expect("start");
+    let mut exec = runner
+        .start(Command::shell("echo first; sleep 2; echo second"))
+        .await
+        .expect("start");
     let started = Instant::now();
     let first = tokio::time::timeout(Duration::from_millis(1500), exec.output.recv())
         .await
         .expect("the first line arrives before the command ends");
-    assert_eq!(first, Some(Output::Stdout(bytes::Bytes::from_static(b"first\n"))));
+    assert_eq!(
+        first,
+        Some(Output::Stdout(bytes::Bytes::from_static(b"first\n")))
+    );
     assert!(started.elapsed() < Duration::from_millis(1500));
     let rest = collect(exec).await.expect("collect");
     assert_eq!(rest.stdout, "second\n");
@@ -176,20 +209,33 @@ pub async fn cancel_kills_the_process_tree(backend: &dyn Backend) {
     let m = marker();
     let runner = pod.runner("main").expect("runner");
     let mut exec = runner
-        .start(Command::shell(format!("sleep {m} & sleep {m} & echo started; wait")))
+        .start(Command::shell(format!(
+            "sleep {m} & sleep {m} & echo started; wait"
+        )))
         .await
         .expect("start");
     // Wait until the children run.
-    let first = tokio::time::timeout(Duration::from_secs(5), exec.output.recv()).await.expect("started");
+    let first = tokio::time::timeout(Duration::from_secs(5), exec.output.recv())
+        .await
+        .expect("started");
     assert!(first.is_some());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!processes_with(&*pod, "main", &m).await.is_empty(), "the children run before cancel");
+    assert!(
+        !processes_with(&*pod, "main", &m).await.is_empty(),
+        "the children run before cancel"
+    );
     let grace = Duration::from_millis(500);
     let started = Instant::now();
     let status = exec.handle.cancel(grace).await.expect("cancel");
     let took = started.elapsed();
-    assert!(took < grace + Duration::from_secs(1), "cancel took {took:?}");
-    assert!(matches!(status, ExitStatus::Signal(_)), "a cancelled command ends by a signal: {status:?}");
+    assert!(
+        took < grace + Duration::from_secs(1),
+        "cancel took {took:?}"
+    );
+    assert!(
+        matches!(status, ExitStatus::Signal(_)),
+        "a cancelled command ends by a signal: {status:?}"
+    );
     let left = processes_with(&*pod, "main", &m).await;
     assert!(left.is_empty(), "processes left after cancel: {left}");
     pod.teardown().await.expect("teardown");
@@ -201,16 +247,26 @@ pub async fn cancel_escalates_to_kill(backend: &dyn Backend) {
     let m = marker();
     let runner = pod.runner("main").expect("runner");
     let mut exec = runner
-        .start(Command::shell(format!("trap '' TERM; echo ready; sleep {m}; sleep {m}")))
+        .start(Command::shell(format!(
+            "trap '' TERM; echo ready; sleep {m}; sleep {m}"
+        )))
         .await
         .expect("start");
-    let _ = tokio::time::timeout(Duration::from_secs(5), exec.output.recv()).await.expect("ready");
+    let _ = tokio::time::timeout(Duration::from_secs(5), exec.output.recv())
+        .await
+        .expect("ready");
     let grace = Duration::from_millis(300);
     let started = Instant::now();
     let _status = exec.handle.cancel(grace).await.expect("cancel");
     let took = started.elapsed();
-    assert!(took >= grace, "KILL came before the grace period ended: {took:?}");
-    assert!(took < grace + Duration::from_secs(1), "cancel took {took:?}");
+    assert!(
+        took >= grace,
+        "KILL came before the grace period ended: {took:?}"
+    );
+    assert!(
+        took < grace + Duration::from_secs(1),
+        "cancel took {took:?}"
+    );
     let left = processes_with(&*pod, "main", &m).await;
     assert!(left.is_empty(), "processes left after cancel: {left}");
     pod.teardown().await.expect("teardown");
@@ -242,7 +298,11 @@ pub async fn teardown_removes_the_workspace(backend: &dyn Backend) {
     let visible = ws.join("left-behind.txt").exists();
     pod.teardown().await.expect("teardown");
     if visible {
-        assert!(!ws.exists(), "the workspace {} is still there", ws.display());
+        assert!(
+            !ws.exists(),
+            "the workspace {} is still there",
+            ws.display()
+        );
     }
     pod.teardown().await.expect("a second teardown");
     // A new pod starts with an empty workspace.

@@ -144,5 +144,6 @@ pub trait Backend: Send + Sync {
     fn notice(&self) -> Option<String> {
         None
     }
-    async fn provision(&self, spec: &PodSpec, build_id: &str) -> Result<Box<dyn Pod>, BackendError>;
+    async fn provision(&self, spec: &PodSpec, build_id: &str)
+    -> Result<Box<dyn Pod>, BackendError>;
 }

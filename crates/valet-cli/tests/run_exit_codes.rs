@@ -44,7 +44,10 @@ fn unstable_is_2() {
 
 #[test]
 fn aborted_is_3() {
-    let (code, out, err) = valet_run("node { timeout(time: 200, unit: 'MILLISECONDS') { sh 'sleep 30' } }", &[]);
+    let (code, out, err) = valet_run(
+        "node { timeout(time: 200, unit: 'MILLISECONDS') { sh 'sleep 30' } }",
+        &[],
+    );
     assert_eq!(code, 3, "{out}{err}");
 }
 
@@ -63,10 +66,24 @@ fn params_env_and_json_output() {
         &["-p", "WHO=you", "--env", "COLOUR=blue", "--output", "json"],
     );
     assert_eq!(code, 0, "{out}{err}");
-    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
-    assert_eq!(events.first().and_then(|e| e["event"].as_str()), Some("build_started"));
-    assert_eq!(events.last().and_then(|e| e["result"].as_str()), Some("SUCCESS"));
-    assert!(events.iter().any(|e| e["text"].as_str() == Some("p=you e=blue\n")), "{out}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(
+        events.first().and_then(|e| e["event"].as_str()),
+        Some("build_started")
+    );
+    assert_eq!(
+        events.last().and_then(|e| e["result"].as_str()),
+        Some("SUCCESS")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["text"].as_str() == Some("p=you e=blue\n")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -79,15 +96,28 @@ fn secrets_file_is_masked() {
         &["--secrets", secrets.to_str().expect("path")],
     );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(!out.contains("verysecret") && !err.contains("verysecret"), "{out}{err}");
+    assert!(
+        !out.contains("verysecret") && !err.contains("verysecret"),
+        "{out}{err}"
+    );
     assert!(out.contains("****"), "{out}");
 }
 
 #[test]
 fn help_documents_exit_codes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_valet")).args(["run", "--help"]).output().expect("run valet");
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["run", "--help"])
+        .output()
+        .expect("run valet");
     let text = String::from_utf8_lossy(&out.stdout);
-    for line in ["0  SUCCESS", "1  FAILURE", "2  UNSTABLE", "3  ABORTED", "4  ERROR", "VALET_SECRET_"] {
+    for line in [
+        "0  SUCCESS",
+        "1  FAILURE",
+        "2  UNSTABLE",
+        "3  ABORTED",
+        "4  ERROR",
+        "VALET_SECRET_",
+    ] {
         assert!(text.contains(line), "`{line}` missing from:\n{text}");
     }
 }

@@ -29,7 +29,11 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// Pods under `root`; with `keep`, teardown leaves their workspaces in place.
     pub fn new(root: impl Into<PathBuf>, keep: bool) -> Self {
-        LocalBackend { root: root.into(), keep, next: AtomicU64::new(1) }
+        LocalBackend {
+            root: root.into(),
+            keep,
+            next: AtomicU64::new(1),
+        }
     }
 
     /// Pods under the system temp directory, removed at teardown.
@@ -45,7 +49,13 @@ impl LocalBackend {
 fn sanitize(s: &str) -> String {
     let s: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     if s.is_empty() { "pod".into() } else { s }
@@ -65,22 +75,36 @@ impl Backend for LocalBackend {
         )
     }
 
-    async fn provision(&self, spec: &PodSpec, build_id: &str) -> Result<Box<dyn Pod>, BackendError> {
+    async fn provision(
+        &self,
+        spec: &PodSpec,
+        build_id: &str,
+    ) -> Result<Box<dyn Pod>, BackendError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("valet-{}-{}-{n}-", sanitize(build_id), sanitize(&spec.name));
-        std::fs::create_dir_all(&self.root)
-            .map_err(|e| BackendError::Unavailable(format!("cannot create {}: {e}", self.root.display())))?;
+        std::fs::create_dir_all(&self.root).map_err(|e| {
+            BackendError::Unavailable(format!("cannot create {}: {e}", self.root.display()))
+        })?;
         let dir = tempfile::Builder::new()
             .prefix(&prefix)
             .tempdir_in(&self.root)
-            .map_err(|e| BackendError::Unavailable(format!("cannot create a workspace in {}: {e}", self.root.display())))?
+            .map_err(|e| {
+                BackendError::Unavailable(format!(
+                    "cannot create a workspace in {}: {e}",
+                    self.root.display()
+                ))
+            })?
             .keep();
         let workspace = dir.join("workspace");
-        std::fs::create_dir_all(&workspace)
-            .map_err(|e| BackendError::Unavailable(format!("cannot create {}: {e}", workspace.display())))?;
+        std::fs::create_dir_all(&workspace).map_err(|e| {
+            BackendError::Unavailable(format!("cannot create {}: {e}", workspace.display()))
+        })?;
         let mut containers = HashMap::new();
-        let pod_env: BTreeMap<String, String> =
-            spec.env.iter().map(|(k, v)| (k.clone(), value_text(v))).collect();
+        let pod_env: BTreeMap<String, String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), value_text(v)))
+            .collect();
         // Every container of the spec is accepted, Jenkins' `jnlp` agent container too: steps
         // outside `container('…')` run there when a pod template says so.
         for c in &spec.containers {
@@ -90,7 +114,11 @@ impl Backend for LocalBackend {
         }
         if containers.is_empty() {
             containers.insert(
-                if spec.default_container.is_empty() { "default".to_string() } else { spec.default_container.clone() },
+                if spec.default_container.is_empty() {
+                    "default".to_string()
+                } else {
+                    spec.default_container.clone()
+                },
                 pod_env,
             );
         }
@@ -156,7 +184,8 @@ impl Pod for LocalPod {
 
     async fn teardown(&self) -> Result<(), BackendError> {
         self.gone.store(true, Ordering::SeqCst);
-        let groups: Vec<i32> = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|e| e.into_inner()));
+        let groups: Vec<i32> =
+            std::mem::take(&mut *self.groups.lock().unwrap_or_else(|e| e.into_inner()));
         for g in groups {
             process::kill_group(g, nix::sys::signal::Signal::SIGKILL);
         }
@@ -174,10 +203,15 @@ async fn remove_dir(dir: &Path) -> Result<(), BackendError> {
         Err(_) => {
             // Files a step made read-only (e.g. Go's module cache) block removal: make them
             // writable and try once more.
-            let _ = tokio::process::Command::new("chmod").arg("-R").arg("u+rwX").arg(dir).status().await;
-            tokio::fs::remove_dir_all(dir)
-                .await
-                .map_err(|e| BackendError::Internal(format!("cannot remove {}: {e}", dir.display())))
+            let _ = tokio::process::Command::new("chmod")
+                .arg("-R")
+                .arg("u+rwX")
+                .arg(dir)
+                .status()
+                .await;
+            tokio::fs::remove_dir_all(dir).await.map_err(|e| {
+                BackendError::Internal(format!("cannot remove {}: {e}", dir.display()))
+            })
         }
     }
 }
@@ -204,7 +238,8 @@ impl StepRunner for LocalRunner {
         };
         let mut env = self.env.clone();
         env.extend(cmd.env);
-        env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
         let exec = process::spawn(program, args, &env, &cwd, cmd.stdin)?;
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         groups.retain(|g| process::group_alive(*g));

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use valet_backend::{BackendError, ExecutionHandle, ExitStatus, Execution, Output};
+use valet_backend::{BackendError, Execution, ExecutionHandle, ExitStatus, Output};
 
 /// How long `wait` keeps reading output after the main process ended while other processes
 /// of its group still hold the pipes (a step that left a background process behind).
@@ -35,7 +35,11 @@ pub(crate) fn spawn(
         .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        });
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound if !cwd.exists() => {
             BackendError::Rejected(format!("the directory {} does not exist", cwd.display()))
@@ -43,7 +47,10 @@ pub(crate) fn spawn(
         std::io::ErrorKind::NotFound => BackendError::Rejected(format!("`{program}` not found")),
         _ => BackendError::Internal(format!("cannot start `{program}`: {e}")),
     })?;
-    let pgid = child.id().map(|p| p as i32).ok_or_else(|| BackendError::Internal("the process ended before it started".into()))?;
+    let pgid = child
+        .id()
+        .map(|p| p as i32)
+        .ok_or_else(|| BackendError::Internal("the process ended before it started".into()))?;
     let (tx, rx) = mpsc::channel(64);
     let mut pumps = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {
@@ -58,8 +65,19 @@ pub(crate) fn spawn(
             let _ = input.shutdown().await;
         });
     }
-    let handle = LocalHandle { child, pgid, pumps, status: None };
-    Ok((Execution { output: rx, handle: Box::new(handle) }, pgid))
+    let handle = LocalHandle {
+        child,
+        pgid,
+        pumps,
+        status: None,
+    };
+    Ok((
+        Execution {
+            output: rx,
+            handle: Box::new(handle),
+        },
+        pgid,
+    ))
 }
 
 async fn pump<R: AsyncRead + Unpin>(mut r: R, tx: mpsc::Sender<Output>, wrap: fn(Bytes) -> Output) {
@@ -70,7 +88,12 @@ async fn pump<R: AsyncRead + Unpin>(mut r: R, tx: mpsc::Sender<Output>, wrap: fn
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 // Keep reading when nobody listens, so the process never blocks on a full pipe.
-                if !receiver_gone && tx.send(wrap(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                if !receiver_gone
+                    && tx
+                        .send(wrap(Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                {
                     receiver_gone = true;
                 }
             }
@@ -103,9 +126,13 @@ pub(crate) fn group_running(pgid: i32) -> bool {
         if !name.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+            continue;
+        };
         // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
         let mut fields = rest.split_whitespace();
         let state = fields.next().unwrap_or("");
         let _ppid = fields.next();
@@ -171,7 +198,11 @@ impl ExecutionHandle for LocalHandle {
     async fn wait(&mut self) -> Result<ExitStatus, BackendError> {
         let st = self.wait_main().await?;
         if !self.pumps.is_empty() {
-            let limit = if group_alive(self.pgid) && group_running(self.pgid) { DRAIN_WITH_STRAGGLERS } else { DRAIN };
+            let limit = if group_alive(self.pgid) && group_running(self.pgid) {
+                DRAIN_WITH_STRAGGLERS
+            } else {
+                DRAIN
+            };
             self.drain(limit).await;
         }
         Ok(st)
@@ -184,7 +215,9 @@ impl ExecutionHandle for LocalHandle {
             let mut killed = false;
             loop {
                 if self.status.is_none() {
-                    if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_millis(10), self.child.wait()).await {
+                    if let Ok(Ok(st)) =
+                        tokio::time::timeout(Duration::from_millis(10), self.child.wait()).await
+                    {
                         self.status = Some(convert(st));
                     }
                 } else {

@@ -27,7 +27,11 @@ impl<'s> Dir<'s> {
     }
 
     fn body(&self) -> &'s [ast::Stmt] {
-        self.call.closure.as_deref().map(|c| c.body.as_slice()).unwrap_or(&[])
+        self.call
+            .closure
+            .as_deref()
+            .map(|c| c.body.as_slice())
+            .unwrap_or(&[])
     }
 }
 
@@ -36,7 +40,10 @@ fn directives(stmts: &[ast::Stmt]) -> Vec<Dir<'_>> {
     for s in stmts {
         if let StmtKind::Expr { expr } = &s.kind {
             if let ExprKind::Call(c) = &expr.kind {
-                out.push(Dir { call: c, span: expr.span });
+                out.push(Dir {
+                    call: c,
+                    span: expr.span,
+                });
                 continue;
             }
             if let ExprKind::Var { name } = &expr.kind {
@@ -77,10 +84,10 @@ fn agent_label(d: &Dir<'_>) -> Option<Option<String>> {
     // `agent { label 'x' }`, `agent { node { label 'x' } }`, `agent { kubernetes { … } }`
     fn label_in(stmts: &[ast::Stmt]) -> Option<String> {
         for d in directives(stmts) {
-            if d.name() == "label" {
-                if let Some(ast::Arg::Positional(e)) = d.call.args.first() {
-                    return e.as_str().map(str::to_string);
-                }
+            if d.name() == "label"
+                && let Some(ast::Arg::Positional(e)) = d.call.args.first()
+            {
+                return e.as_str().map(str::to_string);
             }
             if let Some(l) = label_in(d.body()) {
                 return Some(l);
@@ -100,7 +107,9 @@ impl<'a> Interp<'a> {
             match opt.name() {
                 "timeout" => {
                     let n = args.get("time", 0).and_then(Value::as_f64).unwrap_or(0.0);
-                    let unit = args.str("unit", usize::MAX).unwrap_or_else(|| "MINUTES".into());
+                    let unit = args
+                        .str("unit", usize::MAX)
+                        .unwrap_or_else(|| "MINUTES".into());
                     let secs = match unit.to_ascii_uppercase().as_str() {
                         "SECONDS" => n,
                         "MILLISECONDS" => n / 1000.0,
@@ -111,7 +120,9 @@ impl<'a> Interp<'a> {
                     o.timeout = Some(Duration::from_secs_f64(secs.max(0.0)));
                 }
                 "retry" => o.retry = args.int("count", 0),
-                "skipDefaultCheckout" => o.skip_default_checkout = args.pos.first().map(Value::truthy).unwrap_or(true),
+                "skipDefaultCheckout" => {
+                    o.skip_default_checkout = args.pos.first().map(Value::truthy).unwrap_or(true)
+                }
                 "parallelsAlwaysFailFast" => o.fail_fast = true,
                 "skipStagesAfterUnstable" => o.skip_after_unstable = true,
                 _ => {}
@@ -121,7 +132,12 @@ impl<'a> Interp<'a> {
     }
 
     /// Runs `f` under a stage's or the pipeline's `timeout` and `retry` options.
-    async fn with_options<'s>(&'s self, ctx: &'s Ctx, o: &Options, f: &(dyn Fn(Ctx) -> BoxFuture<'s, R<Value>> + Send + Sync)) -> R<Value> {
+    async fn with_options<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        o: &Options,
+        f: &(dyn Fn(Ctx) -> BoxFuture<'s, R<Value>> + Send + Sync),
+    ) -> R<Value> {
         let attempts = o.retry.unwrap_or(1).max(1);
         let mut attempt = 1;
         loop {
@@ -129,7 +145,10 @@ impl<'a> Interp<'a> {
                 None => f(ctx.clone()).await,
                 Some(d) => {
                     let token = ctx.cancel.child_token();
-                    let fut = f(Ctx { cancel: token.clone(), ..ctx.clone() });
+                    let fut = f(Ctx {
+                        cancel: token.clone(),
+                        ..ctx.clone()
+                    });
                     tokio::pin!(fut);
                     tokio::select! {
                         r = &mut fut => r,
@@ -149,7 +168,11 @@ impl<'a> Interp<'a> {
             match r {
                 Err(Flow::Throw(e)) if attempt < attempts && !ctx.cancel.is_cancelled() => {
                     self.log(ctx, format!("ERROR: {}", e.message)).await;
-                    self.log(ctx, format!("Retrying (attempt {} of {attempts})", attempt + 1)).await;
+                    self.log(
+                        ctx,
+                        format!("Retrying (attempt {} of {attempts})", attempt + 1),
+                    )
+                    .await;
                     attempt += 1;
                 }
                 other => return other,
@@ -161,18 +184,23 @@ impl<'a> Interp<'a> {
         let mut ctx = ctx.clone();
         let Some(d) = d else { return Ok(ctx) };
         for s in d.body() {
-            let StmtKind::Assign { target, value, .. } = &s.kind else { continue };
-            let Some(name) = target.dotted_name() else { continue };
-            if let ExprKind::Call(c) = &value.kind {
-                if c.target.is_none() && c.name.name == "credentials" {
-                    let id = match c.positional().next() {
-                        Some(e) => self.eval(&ctx, e).await?.display(),
-                        None => String::new(),
-                    };
-                    let vars = self.credentials_env(&name, &id)?;
-                    ctx = ctx.with_env(vars);
-                    continue;
-                }
+            let StmtKind::Assign { target, value, .. } = &s.kind else {
+                continue;
+            };
+            let Some(name) = target.dotted_name() else {
+                continue;
+            };
+            if let ExprKind::Call(c) = &value.kind
+                && c.target.is_none()
+                && c.name.name == "credentials"
+            {
+                let id = match c.positional().next() {
+                    Some(e) => self.eval(&ctx, e).await?.display(),
+                    None => String::new(),
+                };
+                let vars = self.credentials_env(&name, &id)?;
+                ctx = ctx.with_env(vars);
+                continue;
             }
             let v = self.eval(&ctx, value).await?;
             ctx = ctx.with_env([(name, v.display())]);
@@ -192,7 +220,12 @@ impl<'a> Interp<'a> {
     }
 
     /// `when { … }`: every condition must hold.
-    fn when_holds<'s>(&'s self, ctx: &'s Ctx, stmts: &'s [ast::Stmt], any: bool) -> BoxFuture<'s, R<bool>> {
+    fn when_holds<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        stmts: &'s [ast::Stmt],
+        any: bool,
+    ) -> BoxFuture<'s, R<bool>> {
         Box::pin(async move {
             let conds: Vec<Dir<'_>> = directives(stmts)
                 .into_iter()
@@ -216,15 +249,26 @@ impl<'a> Interp<'a> {
 
     async fn condition(&self, ctx: &Ctx, c: &Dir<'_>) -> R<bool> {
         let glob = |pattern: &str, value: &str, comparator: Option<String>| -> R<bool> {
-            Ok(match comparator.as_deref().map(str::to_ascii_uppercase).as_deref() {
-                Some("EQUALS") => pattern == value,
-                Some("REGEXP") => crate::methods::regex(&format!("^(?:{pattern})$"))?.is_match(value),
-                _ => crate::glob::AntSet::new(pattern)?.matches(value),
-            })
+            Ok(
+                match comparator
+                    .as_deref()
+                    .map(str::to_ascii_uppercase)
+                    .as_deref()
+                {
+                    Some("EQUALS") => pattern == value,
+                    Some("REGEXP") => {
+                        crate::methods::regex(&format!("^(?:{pattern})$"))?.is_match(value)
+                    }
+                    _ => crate::glob::AntSet::new(pattern)?.matches(value),
+                },
+            )
         };
         Ok(match c.name() {
             "expression" => {
-                let inner = Ctx { scope: ctx.scope.child(), ..ctx.clone() };
+                let inner = Ctx {
+                    scope: ctx.scope.child(),
+                    ..ctx.clone()
+                };
                 match self.exec_stmts(&inner, c.body()).await {
                     Ok(v) | Err(Flow::Return(v)) => v.truthy(),
                     Err(e) => return Err(e),
@@ -239,7 +283,8 @@ impl<'a> Interp<'a> {
                     "branch" => {
                         let pattern = args.str("pattern", 0).unwrap_or_default();
                         let branch = self.env_get(ctx, "BRANCH_NAME").unwrap_or_default();
-                        !branch.is_empty() && glob(&pattern, &branch, args.str("comparator", usize::MAX))?
+                        !branch.is_empty()
+                            && glob(&pattern, &branch, args.str("comparator", usize::MAX))?
                     }
                     "environment" => {
                         let name = args.str("name", usize::MAX).unwrap_or_default();
@@ -259,7 +304,9 @@ impl<'a> Interp<'a> {
                         },
                         None => false,
                     },
-                    "changeRequest" => self.env_get(ctx, "CHANGE_ID").is_some_and(|t| !t.is_empty()),
+                    "changeRequest" => self
+                        .env_get(ctx, "CHANGE_ID")
+                        .is_some_and(|t| !t.is_empty()),
                     "triggeredBy" => {
                         let cause = args.str("cause", 0).unwrap_or_default();
                         cause.contains("UserIdCause") || cause.contains("UserCause")
@@ -271,15 +318,32 @@ impl<'a> Interp<'a> {
         })
     }
 
-    async fn post(&self, ctx: &Ctx, d: Option<&Dir<'_>>, result: impl Fn() -> BuildResult) -> R<()> {
+    async fn post(
+        &self,
+        ctx: &Ctx,
+        d: Option<&Dir<'_>>,
+        result: impl Fn() -> BuildResult,
+    ) -> R<()> {
         let Some(d) = d else { return Ok(()) };
         let blocks = directives(d.body());
         let mut first_err: Option<Flow> = None;
         let order = [
-            "always", "changed", "fixed", "regression", "aborted", "failure", "success", "unstable", "unsuccessful", "notBuilt", "cleanup",
+            "always",
+            "changed",
+            "fixed",
+            "regression",
+            "aborted",
+            "failure",
+            "success",
+            "unstable",
+            "unsuccessful",
+            "notBuilt",
+            "cleanup",
         ];
         for cond in order {
-            let Some(b) = blocks.iter().find(|b| b.name() == cond) else { continue };
+            let Some(b) = blocks.iter().find(|b| b.name() == cond) else {
+                continue;
+            };
             let r = result();
             let run = match cond {
                 "always" | "cleanup" => true,
@@ -296,10 +360,18 @@ impl<'a> Interp<'a> {
                 continue;
             }
             // Post blocks run even when the build is being interrupted.
-            let inner = Ctx { scope: ctx.scope.child(), cancel: Default::default(), ..ctx.clone() };
+            let inner = Ctx {
+                scope: ctx.scope.child(),
+                cancel: Default::default(),
+                ..ctx.clone()
+            };
             if let Err(e) = self.exec_stmts(&inner, b.body()).await {
                 if let Flow::Throw(ex) = &e {
-                    self.log(ctx, format!("Error when executing {cond} post condition: {}", ex.message)).await;
+                    self.log(
+                        ctx,
+                        format!("Error when executing {cond} post condition: {}", ex.message),
+                    )
+                    .await;
                     self.set_build_result(BuildResult::Failure);
                     self.set_stage_result(ctx, BuildResult::Failure);
                 }
@@ -312,7 +384,12 @@ impl<'a> Interp<'a> {
         }
     }
 
-    fn stages<'s>(&'s self, ctx: &'s Ctx, stmts: &'s [ast::Stmt], opts: &'s Options) -> BoxFuture<'s, R<Value>> {
+    fn stages<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        stmts: &'s [ast::Stmt],
+        opts: &'s Options,
+    ) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
             let mut failed: Option<Flow> = None;
             for d in directives(stmts) {
@@ -326,10 +403,10 @@ impl<'a> Interp<'a> {
                 } else {
                     None
                 };
-                if let Err(e) = self.declarative_stage(ctx, &d, skip, opts).await {
-                    if failed.is_none() {
-                        failed = Some(e);
-                    }
+                if let Err(e) = self.declarative_stage(ctx, &d, skip, opts).await
+                    && failed.is_none()
+                {
+                    failed = Some(e);
                 }
             }
             match failed {
@@ -339,7 +416,13 @@ impl<'a> Interp<'a> {
         })
     }
 
-    fn declarative_stage<'s>(&'s self, ctx: &'s Ctx, d: &'s Dir<'s>, skip: Option<&'s str>, parent: &'s Options) -> BoxFuture<'s, R<Value>> {
+    fn declarative_stage<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        d: &'s Dir<'s>,
+        skip: Option<&'s str>,
+        parent: &'s Options,
+    ) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
             let name = match d.call.positional().next().or_else(|| d.call.named("name")) {
                 Some(e) => self.eval(ctx, e).await?.display(),
@@ -355,18 +438,34 @@ impl<'a> Interp<'a> {
             let dirs = directives(d.body());
             let when = find(&dirs, "when");
             let before_agent = when.is_some_and(|w| {
-                directives(w.body()).iter().any(|c| c.name() == "beforeAgent" && c.call.args.first().is_some_and(|a| matches!(a, ast::Arg::Positional(Expr { kind: ExprKind::Bool { value: true }, .. }))))
+                directives(w.body()).iter().any(|c| {
+                    c.name() == "beforeAgent"
+                        && c.call.args.first().is_some_and(|a| {
+                            matches!(
+                                a,
+                                ast::Arg::Positional(Expr {
+                                    kind: ExprKind::Bool { value: true },
+                                    ..
+                                })
+                            )
+                        })
+                })
             });
             if let (Some(w), true) = (when, before_agent) {
                 match self.when_holds(&sctx, w.body(), false).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        self.log(&sctx, format!("Stage \"{name}\" skipped due to when conditional")).await;
+                        self.log(
+                            &sctx,
+                            format!("Stage \"{name}\" skipped due to when conditional"),
+                        )
+                        .await;
                         self.finish_stage(&sctx, false, started, None, true).await;
                         return Ok(Value::Null);
                     }
                     Err(e) => {
-                        self.finish_stage(&sctx, false, started, exc(&e), false).await;
+                        self.finish_stage(&sctx, false, started, exc(&e), false)
+                            .await;
                         return Err(e);
                     }
                 }
@@ -376,27 +475,37 @@ impl<'a> Interp<'a> {
             let mut pod_started = None;
             let mut actx = sctx.clone();
             if let Some(label) = agent {
-                let job = self.graph.jobs.iter().find(|j| j.anchor.start == d.span.start);
+                let job = self
+                    .graph
+                    .jobs
+                    .iter()
+                    .find(|j| j.anchor.start == d.span.start);
                 match self.provision(&sctx, job, label).await {
                     Ok((c, t)) => {
                         actx = c;
                         pod_started = Some(t);
                     }
                     Err(e) => {
-                        self.finish_stage(&sctx, false, started, exc(&e), false).await;
+                        self.finish_stage(&sctx, false, started, exc(&e), false)
+                            .await;
                         return Err(e);
                     }
                 }
-                if !parent.skip_default_checkout && self.opts.scm.is_some() {
-                    if let Err(e) = self.checkout_scm(&actx).await {
-                        let r: R<Value> = Err(e);
-                        self.release(&actx, pod_started.unwrap_or(started), &r).await;
-                        self.finish_stage(&sctx, false, started, r.as_ref().err().and_then(exc), false).await;
-                        return r;
-                    }
+                if !parent.skip_default_checkout
+                    && self.opts.scm.is_some()
+                    && let Err(e) = self.checkout_scm(&actx).await
+                {
+                    let r: R<Value> = Err(e);
+                    self.release(&actx, pod_started.unwrap_or(started), &r)
+                        .await;
+                    self.finish_stage(&sctx, false, started, r.as_ref().err().and_then(exc), false)
+                        .await;
+                    return r;
                 }
             }
-            let r = self.stage_body(&actx, &dirs, &name, when.filter(|_| !before_agent), parent).await;
+            let r = self
+                .stage_body(&actx, &dirs, &name, when.filter(|_| !before_agent), parent)
+                .await;
             let r = match r {
                 Ok(Some(v)) => Ok(v),
                 Ok(None) => {
@@ -404,7 +513,11 @@ impl<'a> Interp<'a> {
                     if let Some(t) = pod_started {
                         self.release(&actx, t, &Ok(Value::Null)).await;
                     }
-                    self.log(&sctx, format!("Stage \"{name}\" skipped due to when conditional")).await;
+                    self.log(
+                        &sctx,
+                        format!("Stage \"{name}\" skipped due to when conditional"),
+                    )
+                    .await;
                     self.finish_stage(&sctx, false, started, None, true).await;
                     return Ok(Value::Null);
                 }
@@ -417,14 +530,18 @@ impl<'a> Interp<'a> {
                 Err(Flow::Throw(_)) => Some(BuildResult::Failure),
                 _ => None,
             };
-            let post = self.post(&actx, find(&dirs, "post"), || {
-                let mut res = stage_ctx.as_ref().map(|s| *crate::value::lock(&s.result)).unwrap_or(BuildResult::Success);
-                if let Some(e) = err_result {
-                    res = res.combine(e);
-                }
-                res
-            })
-            .await;
+            let post = self
+                .post(&actx, find(&dirs, "post"), || {
+                    let mut res = stage_ctx
+                        .as_ref()
+                        .map(|s| *crate::value::lock(&s.result))
+                        .unwrap_or(BuildResult::Success);
+                    if let Some(e) = err_result {
+                        res = res.combine(e);
+                    }
+                    res
+                })
+                .await;
             let r = match (r, post) {
                 (Err(e), _) => Err(e),
                 (Ok(_), Err(e)) => Err(e),
@@ -433,33 +550,55 @@ impl<'a> Interp<'a> {
             if let Some(t) = pod_started {
                 self.release(&actx, t, &r).await;
             }
-            self.finish_stage(&sctx, false, started, r.as_ref().err().and_then(exc), false).await;
+            self.finish_stage(&sctx, false, started, r.as_ref().err().and_then(exc), false)
+                .await;
             r
         })
     }
 
     /// The stage after its agent: environment, `when`, options, then steps / parallel /
     /// stages / matrix. `Ok(None)` when `when` says the stage does not run.
-    async fn stage_body(&self, ctx: &Ctx, dirs: &[Dir<'_>], name: &str, when: Option<&Dir<'_>>, parent: &Options) -> R<Option<Value>> {
+    async fn stage_body(
+        &self,
+        ctx: &Ctx,
+        dirs: &[Dir<'_>],
+        name: &str,
+        when: Option<&Dir<'_>>,
+        parent: &Options,
+    ) -> R<Option<Value>> {
         let ectx = self.environment(ctx, find(dirs, "environment")).await?;
-        if let Some(w) = when {
-            if !self.when_holds(&ectx, w.body(), false).await? {
-                return Ok(None);
-            }
+        if let Some(w) = when
+            && !self.when_holds(&ectx, w.body(), false).await?
+        {
+            return Ok(None);
         }
         if let Some(i) = find(dirs, "input") {
             let args = self.eval_args(&ectx, i.call).await.ok();
             let _ = args;
-            return Err(abort(format!("stage \"{name}\" waits for input, and `valet run` is not interactive")));
+            return Err(abort(format!(
+                "stage \"{name}\" waits for input, and `valet run` is not interactive"
+            )));
         }
         if find(dirs, "tools").is_some() {
-            self.notice(NoticeLevel::Warning, "`tools { }`: valet does not install tools; those on the PATH are used").await;
+            self.notice(
+                NoticeLevel::Warning,
+                "`tools { }`: valet does not install tools; those on the PATH are used",
+            )
+            .await;
         }
         let mut opts = self.options(&ectx, find(dirs, "options")).await?;
         opts.fail_fast |= parent.fail_fast;
         opts.skip_default_checkout |= parent.skip_default_checkout;
         if let Some(f) = find(dirs, "failFast") {
-            opts.fail_fast = f.call.args.first().is_none_or(|a| matches!(a, ast::Arg::Positional(Expr { kind: ExprKind::Bool { value: true }, .. })));
+            opts.fail_fast = f.call.args.first().is_none_or(|a| {
+                matches!(
+                    a,
+                    ast::Arg::Positional(Expr {
+                        kind: ExprKind::Bool { value: true },
+                        ..
+                    })
+                )
+            });
         }
         let opts2 = opts.clone();
         let dirs_ref = dirs;
@@ -467,11 +606,17 @@ impl<'a> Interp<'a> {
             let opts = opts2.clone();
             Box::pin(async move {
                 if let Some(s) = find(dirs_ref, "steps") {
-                    let inner = Ctx { scope: c.scope.child(), ..c.clone() };
+                    let inner = Ctx {
+                        scope: c.scope.child(),
+                        ..c.clone()
+                    };
                     return self.exec_stmts(&inner, s.body()).await;
                 }
                 if let Some(p) = find(dirs_ref, "parallel") {
-                    let stages: Vec<Dir<'_>> = directives(p.body()).into_iter().filter(|d| d.name() == "stage").collect();
+                    let stages: Vec<Dir<'_>> = directives(p.body())
+                        .into_iter()
+                        .filter(|d| d.name() == "stage")
+                        .collect();
                     return self.parallel_stages(&c, stages, &opts).await;
                 }
                 if let Some(s) = find(dirs_ref, "stages") {
@@ -508,8 +653,15 @@ impl<'a> Interp<'a> {
                 Some(b) => format!("{b}/{name}"),
                 None => name.clone(),
             };
-            let bctx = Ctx { cancel: tokens[i].clone(), scope: ctx.scope.child(), branch: Some(branch), ..ctx.clone() };
-            futs.push(Box::pin(async move { (i, self.declarative_stage(&bctx, d, None, inner_opts).await) }) as BoxFuture<'_, (usize, R<Value>)>);
+            let bctx = Ctx {
+                cancel: tokens[i].clone(),
+                scope: ctx.scope.child(),
+                branch: Some(branch),
+                ..ctx.clone()
+            };
+            futs.push(Box::pin(async move {
+                (i, self.declarative_stage(&bctx, d, None, inner_opts).await)
+            }) as BoxFuture<'_, (usize, R<Value>)>);
         }
         let mut first: Option<Flow> = None;
         use futures::StreamExt as _;
@@ -517,14 +669,17 @@ impl<'a> Interp<'a> {
             if let Err(f) = r {
                 let real = matches!(&f, Flow::Throw(e) if e.kind != ExcKind::Abort);
                 if opts.fail_fast && real && first.is_none() {
-                    self.log(ctx, format!("Failed in branch {}", named[i].0)).await;
+                    self.log(ctx, format!("Failed in branch {}", named[i].0))
+                        .await;
                     for (j, t) in tokens.iter().enumerate() {
                         if j != i {
                             t.cancel();
                         }
                     }
                 }
-                if first.is_none() || (real && matches!(&first, Some(Flow::Throw(e)) if e.kind == ExcKind::Abort)) {
+                if first.is_none()
+                    || (real && matches!(&first, Some(Flow::Throw(e)) if e.kind == ExcKind::Abort))
+                {
                     first = Some(f);
                 }
             }
@@ -546,7 +701,10 @@ impl<'a> Interp<'a> {
         }
         let mut excludes: Vec<Vec<(String, Vec<String>, bool)>> = Vec::new();
         if let Some(ex) = find(&dirs, "excludes") {
-            for e in directives(ex.body()).iter().filter(|d| d.name() == "exclude") {
+            for e in directives(ex.body())
+                .iter()
+                .filter(|d| d.name() == "exclude")
+            {
                 let mut conds = Vec::new();
                 for axis in directives(e.body()).iter().filter(|d| d.name() == "axis") {
                     let inner = directives(axis.body());
@@ -572,7 +730,11 @@ impl<'a> Interp<'a> {
         cells.retain(|cell| {
             !excludes.iter().any(|conds| {
                 conds.iter().all(|(n, vals, not)| {
-                    let v = cell.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default();
+                    let v = cell
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default();
                     vals.contains(&v) != *not
                 })
             })
@@ -581,7 +743,15 @@ impl<'a> Interp<'a> {
         let span = m.span;
         let branches: Vec<(String, Vec<(String, String)>)> = cells
             .into_iter()
-            .map(|c| (c.iter().map(|(k, v)| format!("{k} = '{v}'")).collect::<Vec<_>>().join(", "), c))
+            .map(|c| {
+                (
+                    c.iter()
+                        .map(|(k, v)| format!("{k} = '{v}'"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    c,
+                )
+            })
             .collect();
         let dirs_ref = &dirs;
         let agent_ref = &agent;
@@ -598,10 +768,10 @@ impl<'a> Interp<'a> {
                 }
                 let r = async {
                     let ectx = it.environment(&actx, find(dirs_ref, "environment")).await?;
-                    if let Some(w) = find(dirs_ref, "when") {
-                        if !it.when_holds(&ectx, w.body(), false).await? {
-                            return Ok(Value::Null);
-                        }
+                    if let Some(w) = find(dirs_ref, "when")
+                        && !it.when_holds(&ectx, w.body(), false).await?
+                    {
+                        return Ok(Value::Null);
                     }
                     match find(dirs_ref, "stages") {
                         Some(s) => it.stages(&ectx, s.body(), &Options::default()).await,
@@ -646,21 +816,40 @@ pub(crate) async fn pipeline(it: &Interp<'_>, ctx: &Ctx, body: &ast::Closure, sp
     for d in &dirs {
         if !matches!(
             d.name(),
-            "agent" | "environment" | "options" | "parameters" | "stages" | "post" | "tools" | "triggers" | "libraries" | "input"
+            "agent"
+                | "environment"
+                | "options"
+                | "parameters"
+                | "stages"
+                | "post"
+                | "tools"
+                | "triggers"
+                | "libraries"
+                | "input"
         ) {
-            return Err(fail(format!("`{}` is not a section of a declarative pipeline", d.name())));
+            return Err(fail(format!(
+                "`{}` is not a section of a declarative pipeline",
+                d.name()
+            )));
         }
     }
     it.parameters(ctx, find(&dirs, "parameters")).await?;
     if find(&dirs, "tools").is_some() {
-        it.notice(NoticeLevel::Warning, "`tools { }`: valet does not install tools; those on the PATH are used").await;
+        it.notice(
+            NoticeLevel::Warning,
+            "`tools { }`: valet does not install tools; those on the PATH are used",
+        )
+        .await;
     }
     let opts = it.options(ctx, find(&dirs, "options")).await?;
     let agent = find(&dirs, "agent").and_then(agent_label);
     let mut actx = ctx.clone();
     let mut pod_started = None;
     if let Some(label) = agent {
-        let job = it.graph.jobs.iter().find(|j| j.anchor.start == span.start || (j.anchor.start <= span.start && span.start < j.anchor.end && j.path.is_empty()));
+        let job = it.graph.jobs.iter().find(|j| {
+            j.anchor.start == span.start
+                || (j.anchor.start <= span.start && span.start < j.anchor.end && j.path.is_empty())
+        });
         let (c, t) = it.provision(ctx, job, label).await?;
         actx = c;
         pod_started = Some(t);
@@ -670,11 +859,24 @@ pub(crate) async fn pipeline(it: &Interp<'_>, ctx: &Ctx, body: &ast::Closure, sp
             it.checkout_scm(&actx).await?;
         }
         let ectx = it.environment(&actx, find(&dirs, "environment")).await?;
-        let stages = find(&dirs, "stages").ok_or_else(|| fail("a declarative pipeline needs `stages { … }`"))?;
+        let stages = find(&dirs, "stages")
+            .ok_or_else(|| fail("a declarative pipeline needs `stages { … }`"))?;
         let stages_body = stages.body();
         let opts_ref = &opts;
-        let run = move |c: Ctx| -> BoxFuture<'_, R<Value>> { Box::pin(async move { it.stages(&c, stages_body, opts_ref).await }) };
-        let r = it.with_options(&ectx, &Options { timeout: opts.timeout, retry: opts.retry, ..Options::default() }, &run).await;
+        let run = move |c: Ctx| -> BoxFuture<'_, R<Value>> {
+            Box::pin(async move { it.stages(&c, stages_body, opts_ref).await })
+        };
+        let r = it
+            .with_options(
+                &ectx,
+                &Options {
+                    timeout: opts.timeout,
+                    retry: opts.retry,
+                    ..Options::default()
+                },
+                &run,
+            )
+            .await;
         let err_result = match &r {
             Err(Flow::Throw(e)) if e.kind == ExcKind::Abort => Some(BuildResult::Aborted),
             Err(Flow::Throw(_)) => Some(BuildResult::Failure),

@@ -83,8 +83,17 @@ pub enum NoticeLevel {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    BuildStarted { build: String, number: u64, job_name: String, file: String, backend: String },
-    BuildFinished { result: BuildResult, duration_ms: u64 },
+    BuildStarted {
+        build: String,
+        number: u64,
+        job_name: String,
+        file: String,
+        backend: String,
+    },
+    BuildFinished {
+        result: BuildResult,
+        duration_ms: u64,
+    },
     JobStarted {
         job: String,
         pod: String,
@@ -95,7 +104,11 @@ pub enum Event {
         #[serde(flatten)]
         place: Place,
     },
-    JobFinished { job: String, result: BuildResult, duration_ms: u64 },
+    JobFinished {
+        job: String,
+        result: BuildResult,
+        duration_ms: u64,
+    },
     /// A stage, or a branch of `parallel` (`branch: true`).
     StageStarted {
         name: String,
@@ -142,5 +155,8 @@ pub enum Event {
         #[serde(flatten)]
         place: Place,
     },
-    Notice { level: NoticeLevel, message: String },
+    Notice {
+        level: NoticeLevel,
+        message: String,
+    },
 }

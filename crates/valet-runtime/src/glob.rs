@@ -11,8 +11,17 @@ pub(crate) struct AntSet {
 impl AntSet {
     pub(crate) fn new(patterns: &str) -> R<AntSet> {
         let mut res = Vec::new();
-        for p in patterns.split([',', ' ', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
-            res.push(regex::Regex::new(&to_regex(p)).map_err(|e| err("java.lang.IllegalArgumentException", format!("bad pattern `{p}`: {e}")))?);
+        for p in patterns
+            .split([',', ' ', '\n'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            res.push(regex::Regex::new(&to_regex(p)).map_err(|e| {
+                err(
+                    "java.lang.IllegalArgumentException",
+                    format!("bad pattern `{p}`: {e}"),
+                )
+            })?);
         }
         Ok(AntSet { res })
     }

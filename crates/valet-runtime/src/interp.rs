@@ -16,7 +16,9 @@ use indexmap::IndexMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use valet_backend::{Backend, Pod, PodSpec};
-use valet_dsl::ast::{self, AssignOp, BinaryOp, Expr, ExprKind, GStringPart, MapKey, Stmt, StmtKind, UnaryOp};
+use valet_dsl::ast::{
+    self, AssignOp, BinaryOp, Expr, ExprKind, GStringPart, MapKey, Stmt, StmtKind, UnaryOp,
+};
 use valet_dsl::{SourceFile, Span};
 use valet_plan::model::JobGraph;
 
@@ -114,7 +116,11 @@ impl Ctx {
         for (k, v) in vars {
             if let Some(base) = k.strip_prefix("PATH+") {
                 let _ = base;
-                let cur = env.iter().rev().find(|(n, _)| n == "PATH").map(|(_, v)| v.clone());
+                let cur = env
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == "PATH")
+                    .map(|(_, v)| v.clone());
                 let joined = match cur {
                     Some(c) => format!("{v}:{c}"),
                     None => format!("{v}:$PATH"),
@@ -133,8 +139,17 @@ impl Ctx {
         Place {
             job: self.pod.as_ref().map(|p| p.job.clone()),
             branch: self.branch.clone(),
-            stage: self.env.iter().rev().find(|(k, _)| k == "STAGE_NAME").map(|(_, v)| v.clone()),
-            container: self.pod.as_ref().map(|p| self.container.clone().unwrap_or_else(|| p.spec.default_container.clone())),
+            stage: self
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "STAGE_NAME")
+                .map(|(_, v)| v.clone()),
+            container: self.pod.as_ref().map(|p| {
+                self.container
+                    .clone()
+                    .unwrap_or_else(|| p.spec.default_container.clone())
+            }),
         }
     }
 }
@@ -195,11 +210,16 @@ pub(crate) struct Args {
 impl Args {
     /// The named argument `name`, or else positional argument `i`.
     pub(crate) fn get(&self, name: &str, i: usize) -> Option<&Value> {
-        self.named.get(name).or_else(|| self.pos.get(i)).filter(|v| !matches!(v, Value::Closure(_)) || name == "body")
+        self.named
+            .get(name)
+            .or_else(|| self.pos.get(i))
+            .filter(|v| !matches!(v, Value::Closure(_)) || name == "body")
     }
 
     pub(crate) fn str(&self, name: &str, i: usize) -> Option<String> {
-        self.get(name, i).filter(|v| !matches!(v, Value::Null)).map(Value::display)
+        self.get(name, i)
+            .filter(|v| !matches!(v, Value::Null))
+            .map(Value::display)
     }
 
     pub(crate) fn flag(&self, name: &str) -> bool {
@@ -282,7 +302,13 @@ impl<'a> Interp<'a> {
         if !text.ends_with('\n') {
             text.push('\n');
         }
-        self.emit(Event::Output { step: None, stream: Stream::Log, text, place: ctx.place() }).await;
+        self.emit(Event::Output {
+            step: None,
+            stream: Stream::Log,
+            text,
+            place: ctx.place(),
+        })
+        .await;
     }
 
     /// A notice, emitted once per build for the same text.
@@ -298,13 +324,27 @@ impl<'a> Interp<'a> {
         self.emit(Event::Notice { level, message }).await;
     }
 
-    pub(crate) async fn output(&self, ctx: &Ctx, step: Option<u64>, stream: Stream, masker: &mut StreamMasker, bytes: &[u8], end: bool) {
+    pub(crate) async fn output(
+        &self,
+        ctx: &Ctx,
+        step: Option<u64>,
+        stream: Stream,
+        masker: &mut StreamMasker,
+        bytes: &[u8],
+        end: bool,
+    ) {
         let mut text = masker.push(&self.masker, bytes);
         if end {
             text.push_str(&masker.finish(&self.masker));
         }
         if !text.is_empty() {
-            self.emit(Event::Output { step, stream, text, place: ctx.place() }).await;
+            self.emit(Event::Output {
+                step,
+                stream,
+                text,
+                place: ctx.place(),
+            })
+            .await;
         }
     }
 
@@ -356,7 +396,11 @@ impl<'a> Interp<'a> {
     /// Runs statements in `ctx`'s scope; the value is that of the last statement (what a
     /// closure returns). `stage 'name'` without a body starts a stage that lasts until the
     /// next one or the end of the block.
-    pub(crate) fn exec_stmts<'s>(&'s self, ctx: &'s Ctx, stmts: &'s [Stmt]) -> BoxFuture<'s, R<Value>> {
+    pub(crate) fn exec_stmts<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        stmts: &'s [Stmt],
+    ) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
             let mut last = Value::Null;
             let mut legacy: Option<(Ctx, Instant)> = None;
@@ -382,7 +426,8 @@ impl<'a> Interp<'a> {
                                 Flow::Throw(e) => Some(e.clone()),
                                 _ => None,
                             };
-                            self.finish_stage(&lctx, false, started, e.as_deref(), false).await;
+                            self.finish_stage(&lctx, false, started, e.as_deref(), false)
+                                .await;
                         }
                         return Err(f);
                     }
@@ -396,7 +441,10 @@ impl<'a> Interp<'a> {
     }
 
     async fn block(&self, ctx: &Ctx, b: &ast::Block) -> R<Value> {
-        let inner = Ctx { scope: ctx.scope.child(), ..ctx.clone() };
+        let inner = Ctx {
+            scope: ctx.scope.child(),
+            ..ctx.clone()
+        };
         self.exec_stmts(&inner, &b.stmts).await
     }
 
@@ -422,7 +470,11 @@ impl<'a> Interp<'a> {
                     self.assign(ctx, target, *op, value).await?;
                     Ok(Value::Null)
                 }
-                StmtKind::If { cond, then, otherwise } => {
+                StmtKind::If {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
                     if self.eval(ctx, cond).await?.truthy() {
                         self.block(ctx, then).await
                     } else if let Some(o) = otherwise {
@@ -435,7 +487,10 @@ impl<'a> Interp<'a> {
                     let it = self.eval(ctx, iter).await?;
                     let items = self.iterate(&it, iter.span)?;
                     for item in items {
-                        let inner = Ctx { scope: ctx.scope.child(), ..ctx.clone() };
+                        let inner = Ctx {
+                            scope: ctx.scope.child(),
+                            ..ctx.clone()
+                        };
                         inner.scope.declare(&var.name, item);
                         match self.exec_stmts(&inner, &body.stmts).await {
                             Ok(_) | Err(Flow::Continue) => {}
@@ -445,17 +500,25 @@ impl<'a> Interp<'a> {
                     }
                     Ok(Value::Null)
                 }
-                StmtKind::For { init, cond, update, body } => {
-                    let outer = Ctx { scope: ctx.scope.child(), ..ctx.clone() };
+                StmtKind::For {
+                    init,
+                    cond,
+                    update,
+                    body,
+                } => {
+                    let outer = Ctx {
+                        scope: ctx.scope.child(),
+                        ..ctx.clone()
+                    };
                     if let Some(i) = init {
                         self.exec_stmt(&outer, i).await?;
                     }
                     let mut guard = 0u64;
                     loop {
-                        if let Some(c) = cond {
-                            if !self.eval(&outer, c).await?.truthy() {
-                                break;
-                            }
+                        if let Some(c) = cond
+                            && !self.eval(&outer, c).await?.truthy()
+                        {
+                            break;
                         }
                         match self.block(&outer, body).await {
                             Ok(_) | Err(Flow::Continue) => {}
@@ -466,7 +529,7 @@ impl<'a> Interp<'a> {
                             self.exec_stmt(&outer, u).await?;
                         }
                         guard += 1;
-                        if guard % 1024 == 0 {
+                        if guard.is_multiple_of(1024) {
                             tokio::task::yield_now().await;
                         }
                     }
@@ -481,25 +544,38 @@ impl<'a> Interp<'a> {
                             Err(f) => return Err(f),
                         }
                         guard += 1;
-                        if guard % 1024 == 0 {
+                        if guard.is_multiple_of(1024) {
                             tokio::task::yield_now().await;
                         }
                     }
                     Ok(Value::Null)
                 }
-                StmtKind::Try { body, catches, finally } => {
+                StmtKind::Try {
+                    body,
+                    catches,
+                    finally,
+                } => {
                     let mut r = self.block(ctx, body).await;
                     if let Err(Flow::Throw(e)) = &r {
                         let e = e.clone();
-                        if let Some(c) = catches.iter().find(|c| c.types.is_empty() || c.types.iter().any(|t| e.is_a(t))) {
-                            let inner = Ctx { scope: ctx.scope.child(), ..ctx.clone() };
+                        if let Some(c) = catches
+                            .iter()
+                            .find(|c| c.types.is_empty() || c.types.iter().any(|t| e.is_a(t)))
+                        {
+                            let inner = Ctx {
+                                scope: ctx.scope.child(),
+                                ..ctx.clone()
+                            };
                             inner.scope.declare(&c.var.name, Value::Exception(e));
                             r = self.exec_stmts(&inner, &c.body.stmts).await;
                         }
                     }
                     if let Some(f) = finally {
                         // `finally` runs even when the build is being interrupted.
-                        let fctx = Ctx { cancel: CancellationToken::new(), ..ctx.clone() };
+                        let fctx = Ctx {
+                            cancel: CancellationToken::new(),
+                            ..ctx.clone()
+                        };
                         self.block(&fctx, f).await?;
                     }
                     r
@@ -507,7 +583,10 @@ impl<'a> Interp<'a> {
                 StmtKind::Switch { subject, cases } => {
                     let v = self.eval(ctx, subject).await?;
                     let mut matched = false;
-                    let inner = Ctx { scope: ctx.scope.child(), ..ctx.clone() };
+                    let inner = Ctx {
+                        scope: ctx.scope.child(),
+                        ..ctx.clone()
+                    };
                     for case in cases {
                         if !matched {
                             matched = match &case.value {
@@ -546,7 +625,10 @@ impl<'a> Interp<'a> {
                 StmtKind::Continue => Err(Flow::Continue),
                 StmtKind::Function(_) => Ok(Value::Null),
                 StmtKind::Block(b) => self.block(ctx, b).await,
-                StmtKind::Unsupported { construct } => Err(err("valet.UnsupportedException", format!("{construct} are not supported"))),
+                StmtKind::Unsupported { construct } => Err(err(
+                    "valet.UnsupportedException",
+                    format!("{construct} are not supported"),
+                )),
             }
         })
     }
@@ -562,12 +644,24 @@ impl<'a> Interp<'a> {
     pub(crate) fn iterate(&self, v: &Value, _span: Span) -> R<Vec<Value>> {
         Ok(match v {
             Value::List(l) => lock(l).clone(),
-            Value::Map(m) => lock(m).iter().map(|(k, v)| Value::Entry(Arc::new((k.clone(), v.clone())))).collect(),
+            Value::Map(m) => lock(m)
+                .iter()
+                .map(|(k, v)| Value::Entry(Arc::new((k.clone(), v.clone()))))
+                .collect(),
             Value::Str(s) => s.chars().map(|c| Value::Str(c.to_string())).collect(),
             Value::Null => vec![],
-            Value::Matcher(m) => m.matches.iter().map(|g| crate::methods::match_value(g)).collect(),
+            Value::Matcher(m) => m
+                .matches
+                .iter()
+                .map(|g| crate::methods::match_value(g))
+                .collect(),
             Value::Object(Obj::Params) => return self.iterate(&self.params, _span),
-            other => return Err(err("groovy.lang.MissingMethodException", format!("cannot iterate over a {}", other.type_name()))),
+            other => {
+                return Err(err(
+                    "groovy.lang.MissingMethodException",
+                    format!("cannot iterate over a {}", other.type_name()),
+                ));
+            }
         })
     }
 
@@ -593,14 +687,21 @@ impl<'a> Interp<'a> {
         self.store(ctx, target, v).await
     }
 
-    pub(crate) fn store<'s>(&'s self, ctx: &'s Ctx, target: &'s Expr, v: Value) -> BoxFuture<'s, R<()>> {
+    pub(crate) fn store<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        target: &'s Expr,
+        v: Value,
+    ) -> BoxFuture<'s, R<()>> {
         Box::pin(async move {
             match &target.kind {
                 ExprKind::Var { name } => {
                     ctx.scope.assign(name, v);
                     Ok(())
                 }
-                ExprKind::Property { target: t, name, .. } => {
+                ExprKind::Property {
+                    target: t, name, ..
+                } => {
                     let obj = self.eval(ctx, t).await?;
                     self.set_property(ctx, &obj, &name.name, v)
                 }
@@ -612,11 +713,22 @@ impl<'a> Interp<'a> {
                             let mut l = lock(l);
                             let i = match idx {
                                 Value::Int(i) => i,
-                                other => return Err(err("java.lang.IllegalArgumentException", format!("a list index must be a number, not {}", other.display()))),
+                                other => {
+                                    return Err(err(
+                                        "java.lang.IllegalArgumentException",
+                                        format!(
+                                            "a list index must be a number, not {}",
+                                            other.display()
+                                        ),
+                                    ));
+                                }
                             };
                             let i = if i < 0 { l.len() as i64 + i } else { i };
                             if i < 0 {
-                                return Err(err("java.lang.IndexOutOfBoundsException", format!("index {i}")));
+                                return Err(err(
+                                    "java.lang.IndexOutOfBoundsException",
+                                    format!("index {i}"),
+                                ));
                             }
                             let i = i as usize;
                             if i >= l.len() {
@@ -628,7 +740,10 @@ impl<'a> Interp<'a> {
                         _ => self.set_property(ctx, &obj, &idx.display(), v),
                     }
                 }
-                _ => Err(err("valet.UnsupportedException", "this cannot be assigned to")),
+                _ => Err(err(
+                    "valet.UnsupportedException",
+                    "this cannot be assigned to",
+                )),
             }
         })
     }
@@ -654,20 +769,37 @@ impl<'a> Interp<'a> {
                 match name {
                     "result" => {
                         let r = BuildResult::parse(&v.display()).ok_or_else(|| {
-                            err("java.lang.IllegalArgumentException", format!("`{}` is not a build result", v.display()))
+                            err(
+                                "java.lang.IllegalArgumentException",
+                                format!("`{}` is not a build result", v.display()),
+                            )
                         })?;
                         self.set_build_result(r);
                     }
                     "displayName" => lock(&self.build).display_name = v.display(),
                     "description" => lock(&self.build).description = Some(v.display()),
                     "keepLog" => {}
-                    other => return Err(err("groovy.lang.ReadOnlyPropertyException", format!("Cannot set read-only property: {other}"))),
+                    other => {
+                        return Err(err(
+                            "groovy.lang.ReadOnlyPropertyException",
+                            format!("Cannot set read-only property: {other}"),
+                        ));
+                    }
                 }
                 Ok(())
             }
-            Value::Object(Obj::Params) => Err(err("java.lang.UnsupportedOperationException", "params are read-only")),
-            Value::Null => Err(err("java.lang.NullPointerException", format!("Cannot set property '{name}' on null object"))),
-            other => Err(err("groovy.lang.MissingPropertyException", format!("No such property: {name} for class: {}", other.type_name()))),
+            Value::Object(Obj::Params) => Err(err(
+                "java.lang.UnsupportedOperationException",
+                "params are read-only",
+            )),
+            Value::Null => Err(err(
+                "java.lang.NullPointerException",
+                format!("Cannot set property '{name}' on null object"),
+            )),
+            other => Err(err(
+                "groovy.lang.MissingPropertyException",
+                format!("No such property: {name} for class: {}", other.type_name()),
+            )),
         }
     }
 
@@ -687,7 +819,9 @@ impl<'a> Interp<'a> {
                     for p in parts {
                         match p {
                             GStringPart::Lit { value } => s.push_str(value),
-                            GStringPart::Expr { expr } => s.push_str(&self.eval(ctx, expr).await?.display()),
+                            GStringPart::Expr { expr } => {
+                                s.push_str(&self.eval(ctx, expr).await?.display())
+                            }
                         }
                     }
                     Value::Str(s)
@@ -737,12 +871,22 @@ impl<'a> Interp<'a> {
                         UnaryOp::Neg => match v {
                             Value::Int(i) => Value::Int(i.wrapping_neg()),
                             Value::Float(f) => Value::Float(-f),
-                            other => return Err(err("groovy.lang.MissingMethodException", format!("cannot negate {}", other.display()))),
+                            other => {
+                                return Err(err(
+                                    "groovy.lang.MissingMethodException",
+                                    format!("cannot negate {}", other.display()),
+                                ));
+                            }
                         },
                         UnaryOp::Plus => v,
                         UnaryOp::BitNot => match v {
                             Value::Int(i) => Value::Int(!i),
-                            other => return Err(err("groovy.lang.MissingMethodException", format!("cannot apply ~ to {}", other.display()))),
+                            other => {
+                                return Err(err(
+                                    "groovy.lang.MissingMethodException",
+                                    format!("cannot apply ~ to {}", other.display()),
+                                ));
+                            }
                         },
                     }
                 }
@@ -774,7 +918,11 @@ impl<'a> Interp<'a> {
                         self.binary(ctx, *op, l, r)?
                     }
                 },
-                ExprKind::Ternary { cond, then, otherwise } => {
+                ExprKind::Ternary {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
                     if self.eval(ctx, cond).await?.truthy() {
                         self.eval(ctx, then).await?
                     } else {
@@ -783,15 +931,24 @@ impl<'a> Interp<'a> {
                 }
                 ExprKind::Elvis { value, fallback } => {
                     let v = self.eval(ctx, value).await?;
-                    if v.truthy() { v } else { self.eval(ctx, fallback).await? }
+                    if v.truthy() {
+                        v
+                    } else {
+                        self.eval(ctx, fallback).await?
+                    }
                 }
                 ExprKind::Cast { value, ty } => {
                     let v = self.eval(ctx, value).await?;
                     crate::methods::cast(v, ty)?
                 }
-                ExprKind::Step { target, delta, prefix } => {
+                ExprKind::Step {
+                    target,
+                    delta,
+                    prefix,
+                } => {
                     let cur = self.eval(ctx, target).await?;
-                    let next = self.binary(ctx, BinaryOp::Add, cur.clone(), Value::Int(*delta as i64))?;
+                    let next =
+                        self.binary(ctx, BinaryOp::Add, cur.clone(), Value::Int(*delta as i64))?;
                     self.store(ctx, target, next.clone()).await?;
                     if *prefix { next } else { cur }
                 }
@@ -804,7 +961,11 @@ impl<'a> Interp<'a> {
                     }
                     crate::methods::new_object(class, vals)?
                 }
-                ExprKind::Range { from, to, inclusive } => {
+                ExprKind::Range {
+                    from,
+                    to,
+                    inclusive,
+                } => {
                     let f = self.eval(ctx, from).await?;
                     let t = self.eval(ctx, to).await?;
                     crate::methods::range(&f, &t, *inclusive)?
@@ -816,12 +977,12 @@ impl<'a> Interp<'a> {
     /// Evaluates the target of a property or method: a bare class name (`Integer`) stands
     /// for the class when no variable has that name.
     pub(crate) async fn eval_target(&self, ctx: &Ctx, e: &Expr) -> R<Value> {
-        if let Some(name) = e.dotted_name() {
-            if let Some(class) = static_class(&name) {
-                let first = name.split('.').next().unwrap_or("");
-                if ctx.scope.get(first).is_none() {
-                    return Ok(Value::Object(Obj::Class(class.to_string())));
-                }
+        if let Some(name) = e.dotted_name()
+            && let Some(class) = static_class(&name)
+        {
+            let first = name.split('.').next().unwrap_or("");
+            if ctx.scope.get(first).is_none() {
+                return Ok(Value::Object(Obj::Class(class.to_string())));
             }
         }
         self.eval(ctx, e).await
@@ -830,17 +991,20 @@ impl<'a> Interp<'a> {
     fn closure_def(&self, c: &ast::Closure) -> Arc<ast::Closure> {
         let key = c as *const ast::Closure as usize;
         let mut cache = lock(&self.closures);
-        cache.entry(key).or_insert_with(|| Arc::new(c.clone())).clone()
+        cache
+            .entry(key)
+            .or_insert_with(|| Arc::new(c.clone()))
+            .clone()
     }
 
     pub(crate) fn lookup(&self, ctx: &Ctx, name: &str) -> R<Value> {
         if let Some(v) = ctx.scope.get(name) {
             return Ok(v);
         }
-        if let Some(m) = &ctx.module {
-            if let Some(v) = m.scope.get(name) {
-                return Ok(v);
-            }
+        if let Some(m) = &ctx.module
+            && let Some(v) = m.scope.get(name)
+        {
+            return Ok(v);
         }
         Ok(match name {
             "env" => Value::Object(Obj::Env),
@@ -854,7 +1018,13 @@ impl<'a> Interp<'a> {
             },
             // A bare `POD_LABEL`, `BRANCH_NAME`, … reads the environment, as in Jenkins.
             _ => match self.env_get(ctx, name) {
-                Some(v) if name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') => Value::Str(v),
+                Some(v)
+                    if name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
+                {
+                    Value::Str(v)
+                }
                 _ => match static_class(name) {
                     Some(c) => Value::Object(Obj::Class(c.to_string())),
                     None => {
@@ -879,7 +1049,11 @@ impl<'a> Interp<'a> {
     // ------------------------------------------------------------------ calls
 
     pub(crate) async fn eval_args(&self, ctx: &Ctx, call: &ast::Call) -> R<Args> {
-        let mut args = Args { pos: Vec::new(), named: IndexMap::new(), body: None };
+        let mut args = Args {
+            pos: Vec::new(),
+            named: IndexMap::new(),
+            body: None,
+        };
         for a in &call.args {
             match a {
                 ast::Arg::Positional(e) => args.pos.push(self.eval(ctx, e).await?),
@@ -890,12 +1064,21 @@ impl<'a> Interp<'a> {
             }
         }
         if let Some(c) = &call.closure {
-            args.body = Some(Arc::new(ClosureValue { def: self.closure_def(c), scope: ctx.scope.clone(), module: ctx.module.clone() }));
+            args.body = Some(Arc::new(ClosureValue {
+                def: self.closure_def(c),
+                scope: ctx.scope.clone(),
+                module: ctx.module.clone(),
+            }));
         }
         Ok(args)
     }
 
-    pub(crate) fn call<'s>(&'s self, ctx: &'s Ctx, call: &'s ast::Call, span: Span) -> BoxFuture<'s, R<Value>> {
+    pub(crate) fn call<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        call: &'s ast::Call,
+        span: Span,
+    ) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
             let name = call.name.name.as_str();
             if let Some(target) = &call.target {
@@ -908,15 +1091,17 @@ impl<'a> Interp<'a> {
             }
             if name == "pipeline" && call.closure.is_some() && ctx.pod.is_none() {
                 let body = call.closure.as_deref().expect("pipeline body");
-                return crate::declarative::pipeline(self, ctx, body, span).await.map(|_| Value::Null);
+                return crate::declarative::pipeline(self, ctx, body, span)
+                    .await
+                    .map(|_| Value::Null);
             }
             // Functions of a loaded script, then the file's own, then closures in variables.
-            if let Some(m) = &ctx.module {
-                if let Some(f) = m.functions.get(name) {
-                    let f = f.clone();
-                    let args = self.eval_args(ctx, call).await?;
-                    return self.call_function(ctx, &f, args, Some(m.clone())).await;
-                }
+            if let Some(m) = &ctx.module
+                && let Some(f) = m.functions.get(name)
+            {
+                let f = f.clone();
+                let args = self.eval_args(ctx, call).await?;
+                return self.call_function(ctx, &f, args, Some(m.clone())).await;
             }
             if let Some(f) = self.functions.get(name) {
                 let f = f.clone();
@@ -948,11 +1133,25 @@ impl<'a> Interp<'a> {
     ) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
             if ctx.depth > MAX_DEPTH {
-                return Err(err("java.lang.StackOverflowError", format!("calls nested deeper than {MAX_DEPTH} (in `{}`)", f.name.name)));
+                return Err(err(
+                    "java.lang.StackOverflowError",
+                    format!(
+                        "calls nested deeper than {MAX_DEPTH} (in `{}`)",
+                        f.name.name
+                    ),
+                ));
             }
-            let parent = module.as_ref().map(|m| m.scope.clone()).unwrap_or_else(|| self.root.clone());
+            let parent = module
+                .as_ref()
+                .map(|m| m.scope.clone())
+                .unwrap_or_else(|| self.root.clone());
             let scope = parent.child();
-            let inner = Ctx { scope: scope.clone(), module: module.clone(), depth: ctx.depth + 1, ..ctx.clone() };
+            let inner = Ctx {
+                scope: scope.clone(),
+                module: module.clone(),
+                depth: ctx.depth + 1,
+                ..ctx.clone()
+            };
             let mut vals = args.pos;
             // Named arguments make a map as the first argument, as in Groovy.
             if !args.named.is_empty() {
@@ -985,16 +1184,31 @@ impl<'a> Interp<'a> {
         Ok(())
     }
 
-    pub(crate) fn call_closure<'s>(&'s self, ctx: &'s Ctx, c: &'s Arc<ClosureValue>, args: Vec<Value>) -> BoxFuture<'s, R<Value>> {
+    pub(crate) fn call_closure<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        c: &'s Arc<ClosureValue>,
+        args: Vec<Value>,
+    ) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
             if ctx.depth > MAX_DEPTH {
-                return Err(err("java.lang.StackOverflowError", format!("calls nested deeper than {MAX_DEPTH}")));
+                return Err(err(
+                    "java.lang.StackOverflowError",
+                    format!("calls nested deeper than {MAX_DEPTH}"),
+                ));
             }
             let scope = c.scope.child();
-            let inner = Ctx { scope, module: c.module.clone().or_else(|| ctx.module.clone()), depth: ctx.depth + 1, ..ctx.clone() };
+            let inner = Ctx {
+                scope,
+                module: c.module.clone().or_else(|| ctx.module.clone()),
+                depth: ctx.depth + 1,
+                ..ctx.clone()
+            };
             if c.def.params.is_empty() {
                 if !c.def.arrow {
-                    inner.scope.declare("it", args.into_iter().next().unwrap_or(Value::Null));
+                    inner
+                        .scope
+                        .declare("it", args.into_iter().next().unwrap_or(Value::Null));
                 }
             } else {
                 self.bind_params(&inner, &c.def.params, args).await?;
@@ -1020,7 +1234,10 @@ impl<'a> Interp<'a> {
     pub(crate) async fn start_stage(&self, ctx: &Ctx, name: &str, branch: bool) -> Ctx {
         let mut path = (*ctx.path).clone();
         path.push(name.to_string());
-        let stage = Arc::new(StageCtx { name: name.to_string(), result: Mutex::new(BuildResult::Success) });
+        let stage = Arc::new(StageCtx {
+            name: name.to_string(),
+            result: Mutex::new(BuildResult::Success),
+        });
         let mut inner = ctx.clone();
         inner.path = Arc::new(path.clone());
         if branch {
@@ -1030,17 +1247,38 @@ impl<'a> Interp<'a> {
             });
         }
         inner.stage = Some(stage);
-        let inner = if branch { inner } else { inner.with_env([("STAGE_NAME".to_string(), name.to_string())]) };
-        self.emit(Event::StageStarted { name: name.to_string(), path, parallel_branch: branch, place: inner.place() }).await;
+        let inner = if branch {
+            inner
+        } else {
+            inner.with_env([("STAGE_NAME".to_string(), name.to_string())])
+        };
+        self.emit(Event::StageStarted {
+            name: name.to_string(),
+            path,
+            parallel_branch: branch,
+            place: inner.place(),
+        })
+        .await;
         inner
     }
 
     /// Ends a stage: its result is what was set in it, made worse by `error` if it failed.
-    pub(crate) async fn finish_stage(&self, ctx: &Ctx, branch: bool, started: Instant, error: Option<&Exception>, skipped: bool) -> BuildResult {
+    pub(crate) async fn finish_stage(
+        &self,
+        ctx: &Ctx,
+        branch: bool,
+        started: Instant,
+        error: Option<&Exception>,
+        skipped: bool,
+    ) -> BuildResult {
         let stage = ctx.stage.as_ref().expect("a stage context");
         let mut result = *lock(&stage.result);
         if let Some(e) = error {
-            result = result.combine(if e.kind == ExcKind::Abort { BuildResult::Aborted } else { BuildResult::Failure });
+            result = result.combine(if e.kind == ExcKind::Abort {
+                BuildResult::Aborted
+            } else {
+                BuildResult::Failure
+            });
         }
         if skipped {
             result = BuildResult::NotBuilt;
@@ -1067,7 +1305,12 @@ impl<'a> Interp<'a> {
     }
 
     /// `stage('name') { body }`.
-    pub(crate) async fn stage(&self, ctx: &Ctx, name: &str, body: &Option<Arc<ClosureValue>>) -> R<Value> {
+    pub(crate) async fn stage(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        body: &Option<Arc<ClosureValue>>,
+    ) -> R<Value> {
         let inner = self.start_stage(ctx, name, false).await;
         let started = Instant::now();
         let r = self.run_body(&inner, body).await;
@@ -1075,7 +1318,8 @@ impl<'a> Interp<'a> {
             Err(Flow::Throw(e)) => Some(e.clone()),
             _ => None,
         };
-        self.finish_stage(&inner, false, started, e.as_deref(), false).await;
+        self.finish_stage(&inner, false, started, e.as_deref(), false)
+            .await;
         r
     }
 
@@ -1085,14 +1329,23 @@ impl<'a> Interp<'a> {
 }
 
 fn legacy_stage(stmt: &Stmt) -> Option<&Expr> {
-    if let StmtKind::Expr { expr } = &stmt.kind {
-        if let ExprKind::Call(c) = &expr.kind {
-            if c.target.is_none() && c.name.name == "stage" && c.closure.is_none() {
-                let has_closure_arg = c.args.iter().any(|a| matches!(a, ast::Arg::Positional(Expr { kind: ExprKind::Closure(_), .. })));
-                if !has_closure_arg {
-                    return c.positional().next().or_else(|| c.named("name"));
-                }
-            }
+    if let StmtKind::Expr { expr } = &stmt.kind
+        && let ExprKind::Call(c) = &expr.kind
+        && c.target.is_none()
+        && c.name.name == "stage"
+        && c.closure.is_none()
+    {
+        let has_closure_arg = c.args.iter().any(|a| {
+            matches!(
+                a,
+                ast::Arg::Positional(Expr {
+                    kind: ExprKind::Closure(_),
+                    ..
+                })
+            )
+        });
+        if !has_closure_arg {
+            return c.positional().next().or_else(|| c.named("name"));
         }
     }
     None
@@ -1103,7 +1356,9 @@ fn coerce_decl(ty: &str, v: Value) -> Value {
     match (ty, &v) {
         ("String", Value::Int(_) | Value::Float(_) | Value::Bool(_)) => Value::Str(v.display()),
         ("int" | "Integer" | "long" | "Long", Value::Float(f)) => Value::Int(*f as i64),
-        ("double" | "Double" | "float" | "Float" | "BigDecimal", Value::Int(i)) => Value::Float(*i as f64),
+        ("double" | "Double" | "float" | "Float" | "BigDecimal", Value::Int(i)) => {
+            Value::Float(*i as f64)
+        }
         ("boolean" | "Boolean", Value::Null) => Value::Bool(false),
         ("int" | "long", Value::Null) => Value::Int(0),
         _ => v,
@@ -1114,11 +1369,23 @@ fn instance_of(v: &Value, ty: &str) -> bool {
     let short = ty.rsplit('.').next().unwrap_or(ty);
     match v {
         Value::Null => false,
-        Value::Str(_) => matches!(short, "String" | "CharSequence" | "GString" | "Object" | "Comparable"),
-        Value::Int(_) => matches!(short, "Integer" | "Number" | "Long" | "Object" | "Comparable"),
-        Value::Float(_) => matches!(short, "BigDecimal" | "Double" | "Float" | "Number" | "Object"),
+        Value::Str(_) => matches!(
+            short,
+            "String" | "CharSequence" | "GString" | "Object" | "Comparable"
+        ),
+        Value::Int(_) => matches!(
+            short,
+            "Integer" | "Number" | "Long" | "Object" | "Comparable"
+        ),
+        Value::Float(_) => matches!(
+            short,
+            "BigDecimal" | "Double" | "Float" | "Number" | "Object"
+        ),
         Value::Bool(_) => matches!(short, "Boolean" | "Object"),
-        Value::List(_) => matches!(short, "List" | "ArrayList" | "Collection" | "Iterable" | "Object"),
+        Value::List(_) => matches!(
+            short,
+            "List" | "ArrayList" | "Collection" | "Iterable" | "Object"
+        ),
         Value::Map(_) => matches!(short, "Map" | "LinkedHashMap" | "HashMap" | "Object"),
         Value::Closure(_) => matches!(short, "Closure" | "Object"),
         Value::Exception(e) => e.is_a(short),

@@ -55,16 +55,36 @@ pub struct ScmInfo {
 impl ScmInfo {
     /// The checkout containing `path`, when there is one (asks the `git` CLI).
     pub fn detect(path: &Path) -> Option<ScmInfo> {
-        let dir = if path.is_dir() { path.to_path_buf() } else { path.parent()?.to_path_buf() };
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else {
+            path.parent()?.to_path_buf()
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let git = |args: &[&str]| -> Option<String> {
-            let out = std::process::Command::new("git").arg("-C").arg(&dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
-            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(&dir)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
         };
         let top = git(&["rev-parse", "--show-toplevel"])?;
         let commit = git(&["rev-parse", "HEAD"]);
         let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD");
-        Some(ScmInfo { dir: PathBuf::from(top), commit, branch })
+        Some(ScmInfo {
+            dir: PathBuf::from(top),
+            commit,
+            branch,
+        })
     }
 }
 
@@ -113,9 +133,11 @@ impl RunOptions {
         let p = Path::new(&source.name);
         let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline");
         if stem == "Jenkinsfile" {
-            let dir = std::fs::canonicalize(p)
-                .ok()
-                .and_then(|c| c.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned()));
+            let dir = std::fs::canonicalize(p).ok().and_then(|c| {
+                c.parent()
+                    .and_then(|d| d.file_name())
+                    .map(|d| d.to_string_lossy().into_owned())
+            });
             return dir.unwrap_or_else(|| stem.to_string());
         }
         stem.to_string()
@@ -158,7 +180,10 @@ pub async fn run(
     base.insert("BUILD_TAG".into(), format!("valet-{job_name}-{n}"));
     base.insert("BUILD_URL".into(), String::new());
     base.insert("JOB_NAME".into(), job_name.clone());
-    base.insert("JOB_BASE_NAME".into(), job_name.rsplit('/').next().unwrap_or(&job_name).to_string());
+    base.insert(
+        "JOB_BASE_NAME".into(),
+        job_name.rsplit('/').next().unwrap_or(&job_name).to_string(),
+    );
     base.insert("CI".into(), "true".into());
     if let Some(scm) = &opts.scm {
         if let Some(c) = &scm.commit {
@@ -185,17 +210,28 @@ pub async fn run(
         it.notice(NoticeLevel::Info, n).await;
     }
     for p in &graph.parameters {
-        let default = p.default.as_ref().map(Value::from).unwrap_or_else(|| match p.kind.as_str() {
-            "booleanParam" => Value::Bool(false),
-            "choice" => p.choices.first().cloned().map(Value::Str).unwrap_or(Value::Null),
-            _ => Value::str(""),
-        });
+        let default =
+            p.default
+                .as_ref()
+                .map(Value::from)
+                .unwrap_or_else(|| match p.kind.as_str() {
+                    "booleanParam" => Value::Bool(false),
+                    "choice" => p
+                        .choices
+                        .first()
+                        .cloned()
+                        .map(Value::Str)
+                        .unwrap_or(Value::Null),
+                    _ => Value::str(""),
+                });
         it.define_param(&p.name, &p.kind, default);
     }
     // Parameters given but not declared are still readable, as strings.
     for (k, v) in &opts.params {
         if let Value::Map(m) = &it.params {
-            lock(m).entry(k.clone()).or_insert_with(|| Value::Str(v.clone()));
+            lock(m)
+                .entry(k.clone())
+                .or_insert_with(|| Value::Str(v.clone()));
         }
     }
     let ctx = Ctx {
@@ -224,7 +260,11 @@ pub async fn run(
             };
             backend_error = e.kind == ExcKind::Backend;
             result = result.combine(r);
-            let msg = it.masker.mask_str(&if e.class == "hudson.AbortException" { e.message.clone() } else { e.to_display() });
+            let msg = it.masker.mask_str(&if e.class == "hudson.AbortException" {
+                e.message.clone()
+            } else {
+                e.to_display()
+            });
             it.log(&ctx, format!("ERROR: {msg}")).await;
             error = Some(msg);
         }
@@ -233,7 +273,17 @@ pub async fn run(
         result = result.combine(BuildResult::Aborted);
     }
     let duration = it.started.elapsed();
-    it.emit(Event::BuildFinished { result, duration_ms: duration.as_millis() as u64 }).await;
+    it.emit(Event::BuildFinished {
+        result,
+        duration_ms: duration.as_millis() as u64,
+    })
+    .await;
     let stages = lock(&it.stages).clone();
-    BuildOutcome { result, duration, stages, error, backend_error }
+    BuildOutcome {
+        result,
+        duration,
+        stages,
+        error,
+        backend_error,
+    }
 }

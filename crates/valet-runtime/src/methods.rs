@@ -13,11 +13,17 @@ use crate::value::{Exception, Matcher, Obj, Value, fmt_float, lock};
 
 fn missing_method(recv: &Value, name: &str) -> crate::interp::Flow {
     if matches!(recv, Value::Null) {
-        return err("java.lang.NullPointerException", format!("Cannot invoke method {name}() on null object"));
+        return err(
+            "java.lang.NullPointerException",
+            format!("Cannot invoke method {name}() on null object"),
+        );
     }
     err(
         "groovy.lang.MissingMethodException",
-        format!("No signature of method: {}.{name}() is applicable", recv.type_name()),
+        format!(
+            "No signature of method: {}.{name}() is applicable",
+            recv.type_name()
+        ),
     )
 }
 
@@ -28,7 +34,12 @@ fn int_arg(args: &[Value], i: usize) -> R<i64> {
         Some(Value::Str(s)) => s.trim().parse().map_err(|_| number_format(s)),
         other => Err(err(
             "java.lang.IllegalArgumentException",
-            format!("expected a number, got {}", other.map(Value::display).unwrap_or_else(|| "nothing".into())),
+            format!(
+                "expected a number, got {}",
+                other
+                    .map(Value::display)
+                    .unwrap_or_else(|| "nothing".into())
+            ),
         )),
     }
 }
@@ -38,15 +49,24 @@ fn str_arg(args: &[Value], i: usize) -> String {
 }
 
 fn number_format(s: &str) -> crate::interp::Flow {
-    err("java.lang.NumberFormatException", format!("For input string: \"{s}\""))
+    err(
+        "java.lang.NumberFormatException",
+        format!("For input string: \"{s}\""),
+    )
 }
 
 pub(crate) fn parse_int(s: &str) -> R<Value> {
-    s.trim().parse::<i64>().map(Value::Int).map_err(|_| number_format(s))
+    s.trim()
+        .parse::<i64>()
+        .map(Value::Int)
+        .map_err(|_| number_format(s))
 }
 
 pub(crate) fn parse_float(s: &str) -> R<Value> {
-    s.trim().parse::<f64>().map(Value::Float).map_err(|_| number_format(s))
+    s.trim()
+        .parse::<f64>()
+        .map(Value::Float)
+        .map_err(|_| number_format(s))
 }
 
 /// Builds a regex from a Java pattern.
@@ -58,13 +78,22 @@ pub(crate) fn match_value(groups: &[Option<String>]) -> Value {
     if groups.len() == 1 {
         groups[0].clone().map(Value::Str).unwrap_or(Value::Null)
     } else {
-        Value::list(groups.iter().map(|g| g.clone().map(Value::Str).unwrap_or(Value::Null)).collect())
+        Value::list(
+            groups
+                .iter()
+                .map(|g| g.clone().map(Value::Str).unwrap_or(Value::Null))
+                .collect(),
+        )
     }
 }
 
 fn find_all(re: &regex::Regex, s: &str) -> Vec<Vec<Option<String>>> {
     re.captures_iter(s)
-        .map(|c| (0..c.len()).map(|i| c.get(i).map(|m| m.as_str().to_string())).collect())
+        .map(|c| {
+            (0..c.len())
+                .map(|i| c.get(i).map(|m| m.as_str().to_string()))
+                .collect()
+        })
         .collect()
 }
 
@@ -115,7 +144,11 @@ fn java_replacement(r: &str) -> String {
 
 fn norm_index(i: i64, len: usize) -> Option<usize> {
     let i = if i < 0 { len as i64 + i } else { i };
-    if i < 0 || i as usize >= len { None } else { Some(i as usize) }
+    if i < 0 || i as usize >= len {
+        None
+    } else {
+        Some(i as usize)
+    }
 }
 
 /// `a[i]`
@@ -123,36 +156,61 @@ pub(crate) fn index(it: &Interp<'_>, ctx: &Ctx, t: &Value, i: &Value) -> R<Value
     match (t, i) {
         (Value::List(l), Value::Int(n)) => {
             let l = lock(l);
-            Ok(norm_index(*n, l.len()).map(|i| l[i].clone()).unwrap_or(Value::Null))
+            Ok(norm_index(*n, l.len())
+                .map(|i| l[i].clone())
+                .unwrap_or(Value::Null))
         }
         (Value::List(l), Value::List(idx)) => {
             let l = lock(l);
             let idx = lock(idx).clone();
-            Ok(Value::list(idx.iter().filter_map(|i| if let Value::Int(n) = i { norm_index(*n, l.len()).map(|i| l[i].clone()) } else { None }).collect()))
+            Ok(Value::list(
+                idx.iter()
+                    .filter_map(|i| {
+                        if let Value::Int(n) = i {
+                            norm_index(*n, l.len()).map(|i| l[i].clone())
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
+            ))
         }
         (Value::Str(s), Value::Int(n)) => {
             let chars: Vec<char> = s.chars().collect();
             norm_index(*n, chars.len())
                 .map(|i| Value::Str(chars[i].to_string()))
-                .ok_or_else(|| err("java.lang.StringIndexOutOfBoundsException", format!("index {n} out of range")))
+                .ok_or_else(|| {
+                    err(
+                        "java.lang.StringIndexOutOfBoundsException",
+                        format!("index {n} out of range"),
+                    )
+                })
         }
         (Value::Str(s), Value::List(idx)) => {
             let chars: Vec<char> = s.chars().collect();
             let idx = lock(idx).clone();
             let mut out = String::new();
             for i in idx {
-                if let Value::Int(n) = i {
-                    if let Some(i) = norm_index(n, chars.len()) {
-                        out.push(chars[i]);
-                    }
+                if let Value::Int(n) = i
+                    && let Some(i) = norm_index(n, chars.len())
+                {
+                    out.push(chars[i]);
                 }
             }
             Ok(Value::Str(out))
         }
         (Value::Matcher(m), Value::Int(n)) => norm_index(*n, m.matches.len())
             .map(|i| match_value(&m.matches[i]))
-            .ok_or_else(|| err("java.lang.IndexOutOfBoundsException", format!("no match number {n}"))),
-        (Value::Null, _) => Err(err("java.lang.NullPointerException", format!("Cannot get property '{}' on null object", i.display()))),
+            .ok_or_else(|| {
+                err(
+                    "java.lang.IndexOutOfBoundsException",
+                    format!("no match number {n}"),
+                )
+            }),
+        (Value::Null, _) => Err(err(
+            "java.lang.NullPointerException",
+            format!("Cannot get property '{}' on null object", i.display()),
+        )),
         _ => property(it, ctx, t, &i.display()),
     }
 }
@@ -203,7 +261,10 @@ pub(crate) fn property(it: &Interp<'_>, ctx: &Ctx, t: &Value, name: &str) -> R<V
             Obj::Params => lock_map_get(&it.params, name),
             Obj::CurrentBuild => current_build(it, name)?,
             Obj::Scm => match name {
-                "branches" => Value::list(vec![Value::map(IndexMap::from([("name".to_string(), Value::str(it.env_get(ctx, "BRANCH_NAME").unwrap_or_default()))]))]),
+                "branches" => Value::list(vec![Value::map(IndexMap::from([(
+                    "name".to_string(),
+                    Value::str(it.env_get(ctx, "BRANCH_NAME").unwrap_or_default()),
+                )]))]),
                 "userRemoteConfigs" => Value::list(vec![]),
                 _ => Value::Null,
             },
@@ -215,7 +276,12 @@ pub(crate) fn property(it: &Interp<'_>, ctx: &Ctx, t: &Value, name: &str) -> R<V
             Obj::Script(m) => m.scope.get(name).unwrap_or(Value::Null),
             _ => return Err(missing_property(t, name)),
         },
-        Value::Null => return Err(err("java.lang.NullPointerException", format!("Cannot get property '{name}' on null object"))),
+        Value::Null => {
+            return Err(err(
+                "java.lang.NullPointerException",
+                format!("Cannot get property '{name}' on null object"),
+            ));
+        }
         _ => return Err(missing_property(t, name)),
     })
 }
@@ -228,7 +294,10 @@ fn lock_map_get(m: &Value, name: &str) -> Value {
 }
 
 fn missing_property(t: &Value, name: &str) -> crate::interp::Flow {
-    err("groovy.lang.MissingPropertyException", format!("No such property: {name} for class: {}", t.type_name()))
+    err(
+        "groovy.lang.MissingPropertyException",
+        format!("No such property: {name} for class: {}", t.type_name()),
+    )
 }
 
 fn current_build(it: &Interp<'_>, name: &str) -> R<Value> {
@@ -245,11 +314,18 @@ fn current_build(it: &Interp<'_>, name: &str) -> R<Value> {
         "number" => Value::Int(it.opts.build_number as i64),
         "id" => Value::Str(it.opts.build_number.to_string()),
         "displayName" => Value::Str(b.display_name.clone()),
-        "fullDisplayName" => Value::Str(format!("{} {}", it.opts.job_name_or_default(it.source), b.display_name)),
+        "fullDisplayName" => Value::Str(format!(
+            "{} {}",
+            it.opts.job_name_or_default(it.source),
+            b.display_name
+        )),
         "projectName" | "fullProjectName" => Value::Str(it.opts.job_name_or_default(it.source)),
         "description" => b.description.clone().map(Value::Str).unwrap_or(Value::Null),
         "duration" => Value::Int(it.started.elapsed().as_millis() as i64),
-        "durationString" => Value::Str(format!("{} sec and counting", it.started.elapsed().as_secs())),
+        "durationString" => Value::Str(format!(
+            "{} sec and counting",
+            it.started.elapsed().as_secs()
+        )),
         "startTimeInMillis" | "timeInMillis" => Value::Int(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -257,11 +333,18 @@ fn current_build(it: &Interp<'_>, name: &str) -> R<Value> {
                 .unwrap_or(0)
                 - it.started.elapsed().as_millis() as i64,
         ),
-        "previousBuild" | "previousSuccessfulBuild" | "previousCompletedBuild" | "rawBuild" => Value::Null,
+        "previousBuild" | "previousSuccessfulBuild" | "previousCompletedBuild" | "rawBuild" => {
+            Value::Null
+        }
         "changeSets" | "buildCauses" => Value::list(vec![]),
         "absoluteUrl" => Value::Str(String::new()),
         "keepLog" => Value::Bool(false),
-        other => return Err(err("groovy.lang.MissingPropertyException", format!("No such property: {other} for class: RunWrapper"))),
+        other => {
+            return Err(err(
+                "groovy.lang.MissingPropertyException",
+                format!("No such property: {other} for class: RunWrapper"),
+            ));
+        }
     })
 }
 
@@ -270,9 +353,18 @@ fn static_property(class: &str, name: &str) -> R<Value> {
         ("Integer", "MAX_VALUE") => Value::Int(i32::MAX as i64),
         ("Integer", "MIN_VALUE") => Value::Int(i32::MIN as i64),
         ("Long", "MAX_VALUE") => Value::Int(i64::MAX),
-        ("Result", r) => Value::str(BuildResult::parse(r).map(|r| r.as_str()).unwrap_or("SUCCESS")),
+        ("Result", r) => Value::str(
+            BuildResult::parse(r)
+                .map(|r| r.as_str())
+                .unwrap_or("SUCCESS"),
+        ),
         (_, "name" | "simpleName") => Value::Str(class.to_string()),
-        _ => return Err(err("groovy.lang.MissingPropertyException", format!("No such property: {name} for class: {class}"))),
+        _ => {
+            return Err(err(
+                "groovy.lang.MissingPropertyException",
+                format!("No such property: {name} for class: {class}"),
+            ));
+        }
     })
 }
 
@@ -307,14 +399,23 @@ pub(crate) fn cast(v: Value, ty: &str) -> R<Value> {
             other => Value::list(vec![other]),
         },
         "Map" | "LinkedHashMap" | "HashMap" | "Object" | "def" => v,
-        _ => return Err(err("valet.UnsupportedException", format!("`as {ty}` is not supported (only `as Integer`, `as String` and the like)"))),
+        _ => {
+            return Err(err(
+                "valet.UnsupportedException",
+                format!("`as {ty}` is not supported (only `as Integer`, `as String` and the like)"),
+            ));
+        }
     })
 }
 
 fn cast_error(v: &Value, ty: &str) -> crate::interp::Flow {
     err(
         "org.codehaus.groovy.runtime.typehandling.GroovyCastException",
-        format!("Cannot cast object '{}' with class '{}' to class '{ty}'", v.display(), v.type_name()),
+        format!(
+            "Cannot cast object '{}' with class '{}' to class '{ty}'",
+            v.display(),
+            v.type_name()
+        ),
     )
 }
 
@@ -322,16 +423,22 @@ pub(crate) fn new_object(class: &str, args: Vec<Value>) -> R<Value> {
     let short = class.rsplit('.').next().unwrap_or(class);
     let short = short.split('<').next().unwrap_or(short);
     Ok(match short {
-        "ArrayList" | "LinkedList" | "HashSet" | "LinkedHashSet" | "TreeSet" => match args.into_iter().next() {
-            Some(Value::List(l)) => Value::list(lock(&l).clone()),
-            _ => Value::list(vec![]),
-        },
-        "HashMap" | "LinkedHashMap" | "TreeMap" | "ConcurrentHashMap" => match args.into_iter().next() {
-            Some(Value::Map(m)) => Value::map(lock(&m).clone()),
-            _ => Value::map(IndexMap::new()),
-        },
+        "ArrayList" | "LinkedList" | "HashSet" | "LinkedHashSet" | "TreeSet" => {
+            match args.into_iter().next() {
+                Some(Value::List(l)) => Value::list(lock(&l).clone()),
+                _ => Value::list(vec![]),
+            }
+        }
+        "HashMap" | "LinkedHashMap" | "TreeMap" | "ConcurrentHashMap" => {
+            match args.into_iter().next() {
+                Some(Value::Map(m)) => Value::map(lock(&m).clone()),
+                _ => Value::map(IndexMap::new()),
+            }
+        }
         "String" => Value::Str(args.first().map(Value::display).unwrap_or_default()),
-        "StringBuilder" | "StringBuffer" => Value::Str(args.first().map(Value::display).unwrap_or_default()),
+        "StringBuilder" | "StringBuffer" => {
+            Value::Str(args.first().map(Value::display).unwrap_or_default())
+        }
         "JsonSlurper" | "JsonSlurperClassic" => Value::Object(Obj::JsonSlurper),
         "Integer" | "Long" => match args.into_iter().next() {
             Some(Value::Str(s)) => parse_int(&s)?,
@@ -351,7 +458,12 @@ pub(crate) fn new_object(class: &str, args: Vec<Value>) -> R<Value> {
             };
             Value::Exception(Arc::new(Exception::new(&full, message)))
         }
-        _ => return Err(err("valet.UnsupportedException", format!("`new {class}(…)` is not supported"))),
+        _ => {
+            return Err(err(
+                "valet.UnsupportedException",
+                format!("`new {class}(…)` is not supported"),
+            ));
+        }
     })
 }
 
@@ -362,7 +474,10 @@ pub(crate) fn range(f: &Value, t: &Value, inclusive: bool) -> R<Value> {
             let items: Vec<Value> = if a <= b {
                 let end = if inclusive { b } else { b - 1 };
                 if end - a > 10_000_000 {
-                    return Err(err("valet.LimitException", "a range of more than 10 million numbers"));
+                    return Err(err(
+                        "valet.LimitException",
+                        "a range of more than 10 million numbers",
+                    ));
                 }
                 (a..=end).map(Value::Int).collect()
             } else {
@@ -372,24 +487,48 @@ pub(crate) fn range(f: &Value, t: &Value, inclusive: bool) -> R<Value> {
             Ok(Value::list(items))
         }
         (Value::Str(a), Value::Str(b)) if a.chars().count() == 1 && b.chars().count() == 1 => {
-            let (a, b) = (a.chars().next().unwrap_or('a') as u32, b.chars().next().unwrap_or('a') as u32);
+            let (a, b) = (
+                a.chars().next().unwrap_or('a') as u32,
+                b.chars().next().unwrap_or('a') as u32,
+            );
             let end = if inclusive { b } else { b.saturating_sub(1) };
-            Ok(Value::list((a..=end).filter_map(char::from_u32).map(|c| Value::Str(c.to_string())).collect()))
+            Ok(Value::list(
+                (a..=end)
+                    .filter_map(char::from_u32)
+                    .map(|c| Value::Str(c.to_string()))
+                    .collect(),
+            ))
         }
-        _ => Err(err("valet.UnsupportedException", format!("a range from {} to {}", f.display(), t.display()))),
+        _ => Err(err(
+            "valet.UnsupportedException",
+            format!("a range from {} to {}", f.display(), t.display()),
+        )),
     }
 }
 
 fn arith_int(op: BinaryOp, a: i64, b: i64) -> R<Value> {
     Ok(match op {
-        BinaryOp::Add => a.checked_add(b).map(Value::Int).unwrap_or(Value::Float(a as f64 + b as f64)),
-        BinaryOp::Sub => a.checked_sub(b).map(Value::Int).unwrap_or(Value::Float(a as f64 - b as f64)),
-        BinaryOp::Mul => a.checked_mul(b).map(Value::Int).unwrap_or(Value::Float(a as f64 * b as f64)),
+        BinaryOp::Add => a
+            .checked_add(b)
+            .map(Value::Int)
+            .unwrap_or(Value::Float(a as f64 + b as f64)),
+        BinaryOp::Sub => a
+            .checked_sub(b)
+            .map(Value::Int)
+            .unwrap_or(Value::Float(a as f64 - b as f64)),
+        BinaryOp::Mul => a
+            .checked_mul(b)
+            .map(Value::Int)
+            .unwrap_or(Value::Float(a as f64 * b as f64)),
         BinaryOp::Div => {
             if b == 0 {
                 return Err(err("java.lang.ArithmeticException", "Division by zero"));
             }
-            if a % b == 0 { Value::Int(a / b) } else { Value::Float(a as f64 / b as f64) }
+            if a % b == 0 {
+                Value::Int(a / b)
+            } else {
+                Value::Float(a as f64 / b as f64)
+            }
         }
         BinaryOp::Rem => {
             if b == 0 {
@@ -399,7 +538,9 @@ fn arith_int(op: BinaryOp, a: i64, b: i64) -> R<Value> {
         }
         BinaryOp::Pow => {
             if b >= 0 {
-                a.checked_pow(b.min(u32::MAX as i64) as u32).map(Value::Int).unwrap_or(Value::Float((a as f64).powf(b as f64)))
+                a.checked_pow(b.min(u32::MAX as i64) as u32)
+                    .map(Value::Int)
+                    .unwrap_or(Value::Float((a as f64).powf(b as f64)))
             } else {
                 Value::Float((a as f64).powf(b as f64))
             }
@@ -430,7 +571,10 @@ pub(crate) fn binary(op: BinaryOp, l: Value, r: Value) -> R<Value> {
         Ne => Value::Bool(!l.equals(&r)),
         Lt | Le | Gt | Ge | Cmp => {
             let ord = l.compare(&r).ok_or_else(|| {
-                err("java.lang.IllegalArgumentException", format!("cannot compare {} with {}", l.type_name(), r.type_name()))
+                err(
+                    "java.lang.IllegalArgumentException",
+                    format!("cannot compare {} with {}", l.type_name(), r.type_name()),
+                )
             })?;
             match op {
                 Lt => Value::Bool(ord.is_lt()),
@@ -445,7 +589,10 @@ pub(crate) fn binary(op: BinaryOp, l: Value, r: Value) -> R<Value> {
         Find => {
             let s = l.display();
             let re = regex(&r.display())?;
-            Value::Matcher(Arc::new(Matcher { matches: find_all(&re, &s), whole: false }))
+            Value::Matcher(Arc::new(Matcher {
+                matches: find_all(&re, &s),
+                whole: false,
+            }))
         }
         Match => {
             let s = l.display();
@@ -455,7 +602,9 @@ pub(crate) fn binary(op: BinaryOp, l: Value, r: Value) -> R<Value> {
         And | Or | InstanceOf => unreachable!("handled by the interpreter"),
         Add => match (&l, &r) {
             (Value::Int(a), Value::Int(b)) => arith_int(op, *a, *b)?,
-            (a, b) if a.is_number() && b.is_number() => Value::Float(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+            (a, b) if a.is_number() && b.is_number() => {
+                Value::Float(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0))
+            }
             (Value::Str(a), b) => Value::Str(format!("{a}{}", b.display())),
             (Value::List(a), Value::List(b)) => {
                 let mut v = lock(a).clone();
@@ -474,23 +623,37 @@ pub(crate) fn binary(op: BinaryOp, l: Value, r: Value) -> R<Value> {
                 }
                 Value::map(m)
             }
-            (a, Value::Str(b)) if !matches!(a, Value::Null) => Value::Str(format!("{}{b}", a.display())),
+            (a, Value::Str(b)) if !matches!(a, Value::Null) => {
+                Value::Str(format!("{}{b}", a.display()))
+            }
             _ => return Err(bad_operands("+", &l, &r)),
         },
         Sub => match (&l, &r) {
             (Value::Int(a), Value::Int(b)) => arith_int(op, *a, *b)?,
-            (a, b) if a.is_number() && b.is_number() => Value::Float(a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(0.0)),
+            (a, b) if a.is_number() && b.is_number() => {
+                Value::Float(a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(0.0))
+            }
             (Value::Str(a), b) => Value::Str(a.replacen(&b.display(), "", 1)),
             (Value::List(a), Value::List(b)) => {
                 let b = lock(b).clone();
-                Value::list(lock(a).iter().filter(|x| !b.iter().any(|y| y.equals(x))).cloned().collect())
+                Value::list(
+                    lock(a)
+                        .iter()
+                        .filter(|x| !b.iter().any(|y| y.equals(x)))
+                        .cloned()
+                        .collect(),
+                )
             }
-            (Value::List(a), b) => Value::list(lock(a).iter().filter(|x| !x.equals(b)).cloned().collect()),
+            (Value::List(a), b) => {
+                Value::list(lock(a).iter().filter(|x| !x.equals(b)).cloned().collect())
+            }
             _ => return Err(bad_operands("-", &l, &r)),
         },
         Mul => match (&l, &r) {
             (Value::Int(a), Value::Int(b)) => arith_int(op, *a, *b)?,
-            (a, b) if a.is_number() && b.is_number() => Value::Float(a.as_f64().unwrap_or(0.0) * b.as_f64().unwrap_or(0.0)),
+            (a, b) if a.is_number() && b.is_number() => {
+                Value::Float(a.as_f64().unwrap_or(0.0) * b.as_f64().unwrap_or(0.0))
+            }
             (Value::Str(a), Value::Int(n)) => Value::Str(a.repeat((*n).max(0) as usize)),
             (Value::List(a), Value::Int(n)) => {
                 let a = lock(a).clone();
@@ -538,7 +701,13 @@ pub(crate) fn binary(op: BinaryOp, l: Value, r: Value) -> R<Value> {
 fn bad_operands(op: &str, l: &Value, r: &Value) -> crate::interp::Flow {
     err(
         "groovy.lang.MissingMethodException",
-        format!("cannot apply `{op}` to {} ({}) and {} ({})", l.display(), l.type_name(), r.display(), r.type_name()),
+        format!(
+            "cannot apply `{op}` to {} ({}) and {} ({})",
+            l.display(),
+            l.type_name(),
+            r.display(),
+            r.type_name()
+        ),
     )
 }
 
@@ -546,7 +715,10 @@ fn bad_operands(op: &str, l: &Value, r: &Value) -> crate::interp::Flow {
 async fn call(it: &Interp<'_>, ctx: &Ctx, c: &Value, args: Vec<Value>) -> R<Value> {
     match c {
         Value::Closure(c) => it.call_closure(ctx, c, args).await,
-        other => Err(err("groovy.lang.MissingMethodException", format!("expected a closure, got {}", other.display()))),
+        other => Err(err(
+            "groovy.lang.MissingMethodException",
+            format!("expected a closure, got {}", other.display()),
+        )),
     }
 }
 
@@ -556,12 +728,20 @@ async fn call_entry(it: &Interp<'_>, ctx: &Ctx, c: &Value, k: &str, v: &Value) -
     if two {
         call(it, ctx, c, vec![Value::Str(k.to_string()), v.clone()]).await
     } else {
-        call(it, ctx, c, vec![Value::Entry(Arc::new((k.to_string(), v.clone())))]).await
+        call(
+            it,
+            ctx,
+            c,
+            vec![Value::Entry(Arc::new((k.to_string(), v.clone())))],
+        )
+        .await
     }
 }
 
 fn closure_or_identity(args: &[Value]) -> Option<Value> {
-    args.iter().find(|a| matches!(a, Value::Closure(_))).cloned()
+    args.iter()
+        .find(|a| matches!(a, Value::Closure(_)))
+        .cloned()
 }
 
 /// `recv.name(args)`
@@ -585,11 +765,23 @@ pub(crate) fn method<'s>(
         match name {
             "toString" if a.is_empty() => return Ok(Value::Str(recv.display())),
             "equals" if a.len() == 1 => return Ok(Value::Bool(recv.equals(&a[0]))),
-            "hashCode" => return Ok(Value::Int(recv.display().bytes().fold(0i64, |h, b| h.wrapping_mul(31).wrapping_add(b as i64)))),
+            "hashCode" => {
+                return Ok(Value::Int(
+                    recv.display()
+                        .bytes()
+                        .fold(0i64, |h, b| h.wrapping_mul(31).wrapping_add(b as i64)),
+                ));
+            }
             "getClass" => return Ok(Value::Object(Obj::Class(recv.type_name().to_string()))),
-            "compareTo" if a.len() == 1 => return Ok(Value::Int(recv.compare(&a[0]).map(|o| o as i64).unwrap_or(0))),
+            "compareTo" if a.len() == 1 => {
+                return Ok(Value::Int(
+                    recv.compare(&a[0]).map(|o| o as i64).unwrap_or(0),
+                ));
+            }
             "is" if a.len() == 1 => return Ok(Value::Bool(recv.equals(&a[0]))),
-            "with" if matches!(a.first(), Some(Value::Closure(_))) => return call(it, ctx, &a[0], vec![recv]).await,
+            "with" if matches!(a.first(), Some(Value::Closure(_))) => {
+                return call(it, ctx, &a[0], vec![recv]).await;
+            }
             _ => {}
         }
         match &recv {
@@ -625,8 +817,16 @@ pub(crate) fn method<'s>(
                 "matches" => Ok(Value::Bool(m.whole || m.matches.len() == 1)),
                 "getCount" | "size" => Ok(Value::Int(m.matches.len() as i64)),
                 "group" => {
-                    let g = if a.is_empty() { 0 } else { int_arg(&a, 0)? as usize };
-                    Ok(m.matches.first().and_then(|x| x.get(g).cloned().flatten()).map(Value::Str).unwrap_or(Value::Null))
+                    let g = if a.is_empty() {
+                        0
+                    } else {
+                        int_arg(&a, 0)? as usize
+                    };
+                    Ok(m.matches
+                        .first()
+                        .and_then(|x| x.get(g).cloned().flatten())
+                        .map(Value::Str)
+                        .unwrap_or(Value::Null))
                 }
                 "getAt" => index(it, ctx, &recv, &a.first().cloned().unwrap_or(Value::Int(0))),
                 _ => Err(missing_method(&recv, name)),
@@ -643,8 +843,25 @@ async fn string_method(it: &Interp<'_>, ctx: &Ctx, s: &str, name: &str, a: Vec<V
         "trim" | "strip" => v(s.trim()),
         "stripIndent" => {
             let lines: Vec<&str> = s.lines().collect();
-            let indent = lines.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
-            Value::Str(lines.iter().map(|l| if l.len() >= indent { &l[indent..] } else { l.trim_start() }).collect::<Vec<_>>().join("\n"))
+            let indent = lines
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
+            Value::Str(
+                lines
+                    .iter()
+                    .map(|l| {
+                        if l.len() >= indent {
+                            &l[indent..]
+                        } else {
+                            l.trim_start()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
         }
         "stripLeading" => v(s.trim_start()),
         "stripTrailing" => v(s.trim_end()),
@@ -663,24 +880,50 @@ async fn string_method(it: &Interp<'_>, ctx: &Ctx, s: &str, name: &str, a: Vec<V
             }
         }
         "tokenize" => {
-            let delims = if a.is_empty() { " \t\n\r\x0c".to_string() } else { str_arg(&a, 0) };
-            Value::list(s.split(|c| delims.contains(c)).filter(|p| !p.is_empty()).map(v).collect())
+            let delims = if a.is_empty() {
+                " \t\n\r\x0c".to_string()
+            } else {
+                str_arg(&a, 0)
+            };
+            Value::list(
+                s.split(|c| delims.contains(c))
+                    .filter(|p| !p.is_empty())
+                    .map(v)
+                    .collect(),
+            )
         }
         "readLines" | "lines" => Value::list(s.lines().map(v).collect()),
         "toInteger" | "toLong" | "toBigInteger" => parse_int(s)?,
         "toDouble" | "toFloat" | "toBigDecimal" => parse_float(s)?,
-        "toBoolean" => Value::Bool(matches!(s.trim().to_ascii_lowercase().as_str(), "true" | "y" | "1")),
+        "toBoolean" => Value::Bool(matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "true" | "y" | "1"
+        )),
         "isInteger" | "isLong" | "isBigInteger" => Value::Bool(s.trim().parse::<i64>().is_ok()),
-        "isNumber" | "isDouble" | "isFloat" | "isBigDecimal" => Value::Bool(s.trim().parse::<f64>().is_ok()),
+        "isNumber" | "isDouble" | "isFloat" | "isBigDecimal" => {
+            Value::Bool(s.trim().parse::<f64>().is_ok())
+        }
         "replace" => v(&s.replace(&str_arg(&a, 0), &str_arg(&a, 1))),
-        "replaceAll" => v(&regex(&str_arg(&a, 0))?.replace_all(s, java_replacement(&str_arg(&a, 1)).as_str())),
-        "replaceFirst" => v(&regex(&str_arg(&a, 0))?.replacen(s, 1, java_replacement(&str_arg(&a, 1)).as_str())),
+        "replaceAll" => {
+            v(&regex(&str_arg(&a, 0))?.replace_all(s, java_replacement(&str_arg(&a, 1)).as_str()))
+        }
+        "replaceFirst" => {
+            v(&regex(&str_arg(&a, 0))?.replacen(s, 1, java_replacement(&str_arg(&a, 1)).as_str()))
+        }
         "matches" => Value::Bool(regex(&format!("^(?:{})$", str_arg(&a, 0)))?.is_match(s)),
         "find" => match a.first() {
-            Some(p) => regex(&p.display())?.find(s).map(|m| v(m.as_str())).unwrap_or(Value::Null),
+            Some(p) => regex(&p.display())?
+                .find(s)
+                .map(|m| v(m.as_str()))
+                .unwrap_or(Value::Null),
             None => Value::Null,
         },
-        "findAll" => Value::list(regex(&str_arg(&a, 0))?.find_iter(s).map(|m| v(m.as_str())).collect()),
+        "findAll" => Value::list(
+            regex(&str_arg(&a, 0))?
+                .find_iter(s)
+                .map(|m| v(m.as_str()))
+                .collect(),
+        ),
         "toUpperCase" => v(&s.to_uppercase()),
         "toLowerCase" => v(&s.to_lowercase()),
         "capitalize" => {
@@ -703,35 +946,59 @@ async fn string_method(it: &Interp<'_>, ctx: &Ctx, s: &str, name: &str, a: Vec<V
             let (from, to) = match name {
                 "take" => (0, int_arg(&a, 0)?.clamp(0, n)),
                 "drop" => (int_arg(&a, 0)?.clamp(0, n), n),
-                _ => (int_arg(&a, 0)?, if a.len() > 1 { int_arg(&a, 1)? } else { n }),
+                _ => (
+                    int_arg(&a, 0)?,
+                    if a.len() > 1 { int_arg(&a, 1)? } else { n },
+                ),
             };
             if from < 0 || to > n || from > to {
-                return Err(err("java.lang.StringIndexOutOfBoundsException", format!("begin {from}, end {to}, length {n}")));
+                return Err(err(
+                    "java.lang.StringIndexOutOfBoundsException",
+                    format!("begin {from}, end {to}, length {n}"),
+                ));
             }
             Value::Str(chars[from as usize..to as usize].iter().collect())
         }
-        "indexOf" => Value::Int(s.find(&str_arg(&a, 0)).map(|i| s[..i].chars().count() as i64).unwrap_or(-1)),
-        "lastIndexOf" => Value::Int(s.rfind(&str_arg(&a, 0)).map(|i| s[..i].chars().count() as i64).unwrap_or(-1)),
+        "indexOf" => Value::Int(
+            s.find(&str_arg(&a, 0))
+                .map(|i| s[..i].chars().count() as i64)
+                .unwrap_or(-1),
+        ),
+        "lastIndexOf" => Value::Int(
+            s.rfind(&str_arg(&a, 0))
+                .map(|i| s[..i].chars().count() as i64)
+                .unwrap_or(-1),
+        ),
         "charAt" => index(it, ctx, &v(s), &Value::Int(int_arg(&a, 0)?))?,
         "getAt" => index(it, ctx, &v(s), a.first().unwrap_or(&Value::Int(0)))?,
         "reverse" => Value::Str(s.chars().rev().collect()),
         "count" => Value::Int(s.matches(&str_arg(&a, 0)).count() as i64),
         "padLeft" | "padRight" => {
             let width = int_arg(&a, 0)? as usize;
-            let pad = if a.len() > 1 { str_arg(&a, 1) } else { " ".into() };
+            let pad = if a.len() > 1 {
+                str_arg(&a, 1)
+            } else {
+                " ".into()
+            };
             let len = s.chars().count();
             if len >= width || pad.is_empty() {
                 v(s)
             } else {
                 let fill: String = pad.chars().cycle().take(width - len).collect();
-                if name == "padLeft" { Value::Str(fill + s) } else { Value::Str(s.to_string() + &fill) }
+                if name == "padLeft" {
+                    Value::Str(fill + s)
+                } else {
+                    Value::Str(s.to_string() + &fill)
+                }
             }
         }
         "center" => v(s),
         "plus" | "concat" => Value::Str(format!("{s}{}", str_arg(&a, 0))),
         "minus" => v(&s.replacen(&str_arg(&a, 0), "", 1)),
         "multiply" => Value::Str(s.repeat(int_arg(&a, 0)?.max(0) as usize)),
-        "toList" | "chars" | "toCharArray" => Value::list(s.chars().map(|c| Value::Str(c.to_string())).collect()),
+        "toList" | "chars" | "toCharArray" => {
+            Value::list(s.chars().map(|c| Value::Str(c.to_string())).collect())
+        }
         "getBytes" => Value::list(s.bytes().map(|b| Value::Int(b as i64)).collect()),
         "intern" | "toString" => v(s),
         "each" | "eachWithIndex" | "collect" | "any" | "every" | "eachLine" => {
@@ -775,7 +1042,10 @@ pub(crate) fn java_format(fmt: &str, args: &[Value]) -> String {
         i += 1;
         let prec = c.get(4).and_then(|p| p.as_str().parse::<usize>().ok());
         let s = match conv {
-            "d" => arg.as_f64().map(|f| (f as i64).to_string()).unwrap_or_else(|| arg.display()),
+            "d" => arg
+                .as_f64()
+                .map(|f| (f as i64).to_string())
+                .unwrap_or_else(|| arg.display()),
             "f" => format!("{:.*}", prec.unwrap_or(6), arg.as_f64().unwrap_or(0.0)),
             "x" => format!("{:x}", arg.as_f64().unwrap_or(0.0) as i64),
             "X" => format!("{:X}", arg.as_f64().unwrap_or(0.0) as i64),
@@ -801,11 +1071,22 @@ pub(crate) fn java_format(fmt: &str, args: &[Value]) -> String {
 }
 
 fn sort_values(items: &mut [Value]) {
-    items.sort_by(|x, y| x.compare(y).unwrap_or_else(|| x.display().cmp(&y.display())));
+    items.sort_by(|x, y| {
+        x.compare(y)
+            .unwrap_or_else(|| x.display().cmp(&y.display()))
+    });
 }
 
-async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Vec<Value>) -> R<Value> {
-    let Value::List(lref) = recv else { unreachable!("a list") };
+async fn list_method(
+    it: &Interp<'_>,
+    ctx: &Ctx,
+    recv: &Value,
+    name: &str,
+    a: Vec<Value>,
+) -> R<Value> {
+    let Value::List(lref) = recv else {
+        unreachable!("a list")
+    };
     let items = lock(lref).clone();
     let f = closure_or_identity(&a);
     Ok(match name {
@@ -819,7 +1100,13 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
         }
         "eachWithIndex" => {
             for (n, i) in items.into_iter().enumerate() {
-                call(it, ctx, f.as_ref().unwrap_or(&Value::Null), vec![i, Value::Int(n as i64)]).await?;
+                call(
+                    it,
+                    ctx,
+                    f.as_ref().unwrap_or(&Value::Null),
+                    vec![i, Value::Int(n as i64)],
+                )
+                .await?;
             }
             recv.clone()
         }
@@ -830,11 +1117,11 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
                     Some(f) => call(it, ctx, f, vec![i]).await?,
                     None => i,
                 };
-                if name == "collectMany" {
-                    if let Value::List(l) = &r {
-                        out.extend(lock(l).iter().cloned());
-                        continue;
-                    }
+                if name == "collectMany"
+                    && let Value::List(l) = &r
+                {
+                    out.extend(lock(l).iter().cloned());
+                    continue;
                 }
                 out.push(r);
             }
@@ -872,7 +1159,12 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
             for i in items {
                 let keep = match &f {
                     Some(f) => call(it, ctx, f, vec![i.clone()]).await?,
-                    None if name == "grep" && !a.is_empty() => Value::Bool(i.equals(&a[0]) || regex(&a[0].display()).map(|r| r.is_match(&i.display())).unwrap_or(false)),
+                    None if name == "grep" && !a.is_empty() => Value::Bool(
+                        i.equals(&a[0])
+                            || regex(&a[0].display())
+                                .map(|r| r.is_match(&i.display()))
+                                .unwrap_or(false),
+                    ),
                     None => i.clone(),
                 };
                 if name == "findResults" {
@@ -899,7 +1191,10 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
         }
         "findIndexOf" => {
             for (n, i) in items.into_iter().enumerate() {
-                if call(it, ctx, f.as_ref().unwrap_or(&Value::Null), vec![i]).await?.truthy() {
+                if call(it, ctx, f.as_ref().unwrap_or(&Value::Null), vec![i])
+                    .await?
+                    .truthy()
+                {
                     return Ok(Value::Int(n as i64));
                 }
             }
@@ -931,14 +1226,33 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
             }
             Value::Int(n)
         }
-        "join" => Value::Str(items.iter().map(Value::display).collect::<Vec<_>>().join(&str_arg(&a, 0))),
-        "contains" => Value::Bool(items.iter().any(|x| x.equals(a.first().unwrap_or(&Value::Null)))),
+        "join" => Value::Str(
+            items
+                .iter()
+                .map(Value::display)
+                .collect::<Vec<_>>()
+                .join(&str_arg(&a, 0)),
+        ),
+        "contains" => Value::Bool(
+            items
+                .iter()
+                .any(|x| x.equals(a.first().unwrap_or(&Value::Null))),
+        ),
         "containsAll" => match a.first() {
-            Some(Value::List(o)) => Value::Bool(lock(o).iter().all(|y| items.iter().any(|x| x.equals(y)))),
+            Some(Value::List(o)) => {
+                Value::Bool(lock(o).iter().all(|y| items.iter().any(|x| x.equals(y))))
+            }
             _ => Value::Bool(false),
         },
-        "indexOf" => Value::Int(items.iter().position(|x| x.equals(a.first().unwrap_or(&Value::Null))).map(|p| p as i64).unwrap_or(-1)),
-        "add" | "push" | "leftShift" | "addAll" | "plus" | "minus" | "remove" | "removeAt" | "clear" | "pop" | "putAt" | "set" | "removeAll" => {
+        "indexOf" => Value::Int(
+            items
+                .iter()
+                .position(|x| x.equals(a.first().unwrap_or(&Value::Null)))
+                .map(|p| p as i64)
+                .unwrap_or(-1),
+        ),
+        "add" | "push" | "leftShift" | "addAll" | "plus" | "minus" | "remove" | "removeAt"
+        | "clear" | "pop" | "putAt" | "set" | "removeAll" => {
             let mut l = lock(lref);
             match name {
                 "add" | "push" | "leftShift" => {
@@ -960,11 +1274,21 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
                 }
                 "plus" | "minus" => {
                     drop(l);
-                    return binary(if name == "plus" { BinaryOp::Add } else { BinaryOp::Sub }, recv.clone(), a.first().cloned().unwrap_or(Value::Null));
+                    return binary(
+                        if name == "plus" {
+                            BinaryOp::Add
+                        } else {
+                            BinaryOp::Sub
+                        },
+                        recv.clone(),
+                        a.first().cloned().unwrap_or(Value::Null),
+                    );
                 }
                 "remove" | "removeAt" => match a.first() {
                     Some(Value::Int(i)) => {
-                        let i = norm_index(*i, l.len()).ok_or_else(|| err("java.lang.IndexOutOfBoundsException", format!("index {i}")))?;
+                        let i = norm_index(*i, l.len()).ok_or_else(|| {
+                            err("java.lang.IndexOutOfBoundsException", format!("index {i}"))
+                        })?;
                         l.remove(i)
                     }
                     Some(x) => {
@@ -986,7 +1310,10 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
                 }
                 "pop" => {
                     if l.is_empty() {
-                        return Err(err("java.util.NoSuchElementException", "Cannot pop() an empty List"));
+                        return Err(err(
+                            "java.util.NoSuchElementException",
+                            "Cannot pop() an empty List",
+                        ));
                     }
                     l.remove(0)
                 }
@@ -1001,14 +1328,37 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
             }
         }
         "get" | "getAt" => index(it, ctx, recv, a.first().unwrap_or(&Value::Int(0)))?,
-        "first" | "head" => items.first().cloned().ok_or_else(|| err("java.util.NoSuchElementException", format!("Cannot access {name}() element from an empty List")))?,
-        "last" => items.last().cloned().ok_or_else(|| err("java.util.NoSuchElementException", "Cannot access last() element from an empty List"))?,
+        "first" | "head" => items.first().cloned().ok_or_else(|| {
+            err(
+                "java.util.NoSuchElementException",
+                format!("Cannot access {name}() element from an empty List"),
+            )
+        })?,
+        "last" => items.last().cloned().ok_or_else(|| {
+            err(
+                "java.util.NoSuchElementException",
+                "Cannot access last() element from an empty List",
+            )
+        })?,
         "tail" => Value::list(items.into_iter().skip(1).collect()),
         "init" => Value::list(items[..items.len().saturating_sub(1)].to_vec()),
-        "take" => Value::list(items.into_iter().take(int_arg(&a, 0)?.max(0) as usize).collect()),
-        "drop" => Value::list(items.into_iter().skip(int_arg(&a, 0)?.max(0) as usize).collect()),
+        "take" => Value::list(
+            items
+                .into_iter()
+                .take(int_arg(&a, 0)?.max(0) as usize)
+                .collect(),
+        ),
+        "drop" => Value::list(
+            items
+                .into_iter()
+                .skip(int_arg(&a, 0)?.max(0) as usize)
+                .collect(),
+        ),
         "subList" => {
-            let (from, to) = (int_arg(&a, 0)?.max(0) as usize, int_arg(&a, 1)?.max(0) as usize);
+            let (from, to) = (
+                int_arg(&a, 0)?.max(0) as usize,
+                int_arg(&a, 1)?.max(0) as usize,
+            );
             Value::list(items.get(from..to.min(items.len())).unwrap_or(&[]).to_vec())
         }
         "sort" | "toSorted" => {
@@ -1119,7 +1469,9 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
         "groupBy" => {
             let mut m: IndexMap<String, Value> = IndexMap::new();
             for i in items {
-                let k = call(it, ctx, f.as_ref().unwrap_or(&Value::Null), vec![i.clone()]).await?.display();
+                let k = call(it, ctx, f.as_ref().unwrap_or(&Value::Null), vec![i.clone()])
+                    .await?
+                    .display();
                 match m.entry(k).or_insert_with(|| Value::list(vec![])) {
                     Value::List(l) => lock(l).push(i),
                     _ => unreachable!("a list"),
@@ -1127,12 +1479,23 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
             }
             Value::map(m)
         }
-        "withIndex" | "indexed" => Value::list(items.into_iter().enumerate().map(|(n, i)| Value::list(vec![i, Value::Int(n as i64)])).collect()),
+        "withIndex" | "indexed" => Value::list(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(n, i)| Value::list(vec![i, Value::Int(n as i64)]))
+                .collect(),
+        ),
         "toList" | "asList" | "asImmutable" | "toArray" | "clone" => Value::list(items),
         "intersect" => match a.first() {
             Some(Value::List(o)) => {
                 let o = lock(o).clone();
-                Value::list(items.into_iter().filter(|x| o.iter().any(|y| y.equals(x))).collect())
+                Value::list(
+                    items
+                        .into_iter()
+                        .filter(|x| o.iter().any(|y| y.equals(x)))
+                        .collect(),
+                )
             }
             _ => Value::list(vec![]),
         },
@@ -1141,9 +1504,20 @@ async fn list_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Ve
     })
 }
 
-async fn map_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Vec<Value>) -> R<Value> {
-    let Value::Map(mref) = recv else { unreachable!("a map") };
-    let entries: Vec<(String, Value)> = lock(mref).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+async fn map_method(
+    it: &Interp<'_>,
+    ctx: &Ctx,
+    recv: &Value,
+    name: &str,
+    a: Vec<Value>,
+) -> R<Value> {
+    let Value::Map(mref) = recv else {
+        unreachable!("a map")
+    };
+    let entries: Vec<(String, Value)> = lock(mref)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let f = closure_or_identity(&a);
     let fc = f.clone().unwrap_or(Value::Null);
     Ok(match name {
@@ -1172,7 +1546,9 @@ async fn map_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Vec
                             m.insert(l[0].display(), l[1].clone());
                         }
                     }
-                    Value::Map(pm) => m.extend(lock(&pm).iter().map(|(k, v)| (k.clone(), v.clone()))),
+                    Value::Map(pm) => {
+                        m.extend(lock(&pm).iter().map(|(k, v)| (k.clone(), v.clone())))
+                    }
                     _ => {}
                 }
             }
@@ -1215,9 +1591,18 @@ async fn map_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Vec
         }
         "keySet" | "keys" => Value::list(entries.into_iter().map(|(k, _)| Value::Str(k)).collect()),
         "values" => Value::list(entries.into_iter().map(|(_, v)| v).collect()),
-        "entrySet" => Value::list(entries.into_iter().map(|e| Value::Entry(Arc::new(e))).collect()),
+        "entrySet" => Value::list(
+            entries
+                .into_iter()
+                .map(|e| Value::Entry(Arc::new(e)))
+                .collect(),
+        ),
         "containsKey" => Value::Bool(lock(mref).contains_key(&str_arg(&a, 0))),
-        "containsValue" => Value::Bool(entries.iter().any(|(_, v)| v.equals(a.first().unwrap_or(&Value::Null)))),
+        "containsValue" => Value::Bool(
+            entries
+                .iter()
+                .any(|(_, v)| v.equals(a.first().unwrap_or(&Value::Null))),
+        ),
         "get" | "getAt" | "getOrDefault" => {
             let k = str_arg(&a, 0);
             match lock(mref).get(&k) {
@@ -1225,7 +1610,9 @@ async fn map_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Vec
                 None => a.get(1).cloned().unwrap_or(Value::Null),
             }
         }
-        "put" | "putAt" => lock(mref).insert(str_arg(&a, 0), a.get(1).cloned().unwrap_or(Value::Null)).unwrap_or(Value::Null),
+        "put" | "putAt" => lock(mref)
+            .insert(str_arg(&a, 0), a.get(1).cloned().unwrap_or(Value::Null))
+            .unwrap_or(Value::Null),
         "putAll" => {
             if let Some(Value::Map(o)) = a.first() {
                 let o = lock(o).clone();
@@ -1233,18 +1620,29 @@ async fn map_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Vec
             }
             Value::Null
         }
-        "remove" => lock(mref).shift_remove(&str_arg(&a, 0)).unwrap_or(Value::Null),
+        "remove" => lock(mref)
+            .shift_remove(&str_arg(&a, 0))
+            .unwrap_or(Value::Null),
         "clear" => {
             lock(mref).clear();
             Value::Null
         }
-        "plus" => binary(BinaryOp::Add, recv.clone(), a.first().cloned().unwrap_or(Value::Null))?,
+        "plus" => binary(
+            BinaryOp::Add,
+            recv.clone(),
+            a.first().cloned().unwrap_or(Value::Null),
+        )?,
         "subMap" => {
             let keys: Vec<String> = match a.first() {
                 Some(Value::List(l)) => lock(l).iter().map(Value::display).collect(),
                 _ => vec![],
             };
-            Value::map(entries.into_iter().filter(|(k, _)| keys.contains(k)).collect())
+            Value::map(
+                entries
+                    .into_iter()
+                    .filter(|(k, _)| keys.contains(k))
+                    .collect(),
+            )
         }
         "sort" => {
             let mut e = entries;
@@ -1256,7 +1654,13 @@ async fn map_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Vec
     })
 }
 
-async fn number_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: Vec<Value>) -> R<Value> {
+async fn number_method(
+    it: &Interp<'_>,
+    ctx: &Ctx,
+    recv: &Value,
+    name: &str,
+    a: Vec<Value>,
+) -> R<Value> {
     let f = recv.as_f64().unwrap_or(0.0);
     Ok(match name {
         "toInteger" | "intValue" | "toLong" | "longValue" => Value::Int(f as i64),
@@ -1279,12 +1683,36 @@ async fn number_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: 
             (Value::Int(x), Some(Value::Int(y))) if *y != 0 => Value::Int(x / y),
             _ => return Err(err("java.lang.ArithmeticException", "Division by zero")),
         },
-        "plus" => binary(BinaryOp::Add, recv.clone(), a.first().cloned().unwrap_or(Value::Null))?,
-        "minus" => binary(BinaryOp::Sub, recv.clone(), a.first().cloned().unwrap_or(Value::Null))?,
-        "multiply" => binary(BinaryOp::Mul, recv.clone(), a.first().cloned().unwrap_or(Value::Null))?,
-        "div" => binary(BinaryOp::Div, recv.clone(), a.first().cloned().unwrap_or(Value::Null))?,
-        "mod" => binary(BinaryOp::Rem, recv.clone(), a.first().cloned().unwrap_or(Value::Null))?,
-        "power" => binary(BinaryOp::Pow, recv.clone(), a.first().cloned().unwrap_or(Value::Null))?,
+        "plus" => binary(
+            BinaryOp::Add,
+            recv.clone(),
+            a.first().cloned().unwrap_or(Value::Null),
+        )?,
+        "minus" => binary(
+            BinaryOp::Sub,
+            recv.clone(),
+            a.first().cloned().unwrap_or(Value::Null),
+        )?,
+        "multiply" => binary(
+            BinaryOp::Mul,
+            recv.clone(),
+            a.first().cloned().unwrap_or(Value::Null),
+        )?,
+        "div" => binary(
+            BinaryOp::Div,
+            recv.clone(),
+            a.first().cloned().unwrap_or(Value::Null),
+        )?,
+        "mod" => binary(
+            BinaryOp::Rem,
+            recv.clone(),
+            a.first().cloned().unwrap_or(Value::Null),
+        )?,
+        "power" => binary(
+            BinaryOp::Pow,
+            recv.clone(),
+            a.first().cloned().unwrap_or(Value::Null),
+        )?,
         "times" => {
             let c = a.first().cloned().unwrap_or(Value::Null);
             for i in 0..(f as i64).max(0) {
@@ -1296,7 +1724,11 @@ async fn number_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: 
             let to = int_arg(&a, 0)?;
             let c = a.get(1).cloned().unwrap_or(Value::Null);
             let from = f as i64;
-            let seq: Vec<i64> = if name == "upto" { (from..=to).collect() } else { (to..=from).rev().collect() };
+            let seq: Vec<i64> = if name == "upto" {
+                (from..=to).collect()
+            } else {
+                (to..=from).rev().collect()
+            };
             for i in seq {
                 call(it, ctx, &c, vec![Value::Int(i)]).await?;
             }
@@ -1307,20 +1739,53 @@ async fn number_method(it: &Interp<'_>, ctx: &Ctx, recv: &Value, name: &str, a: 
     })
 }
 
-async fn object_method(it: &Interp<'_>, ctx: &Ctx, o: &Obj, recv: &Value, name: &str, a: Vec<Value>, span: Span) -> R<Value> {
+async fn object_method(
+    it: &Interp<'_>,
+    ctx: &Ctx,
+    o: &Obj,
+    recv: &Value,
+    name: &str,
+    a: Vec<Value>,
+    span: Span,
+) -> R<Value> {
     match o {
         Obj::Env => match name {
-            "getProperty" | "get" | "getAt" => Ok(it.env_get(ctx, &str_arg(&a, 0)).map(Value::Str).unwrap_or(Value::Null)),
+            "getProperty" | "get" | "getAt" => Ok(it
+                .env_get(ctx, &str_arg(&a, 0))
+                .map(Value::Str)
+                .unwrap_or(Value::Null)),
             "setProperty" | "put" | "putAt" => {
-                it.set_property(ctx, recv, &str_arg(&a, 0), a.get(1).cloned().unwrap_or(Value::Null))?;
+                it.set_property(
+                    ctx,
+                    recv,
+                    &str_arg(&a, 0),
+                    a.get(1).cloned().unwrap_or(Value::Null),
+                )?;
                 Ok(Value::Null)
             }
-            "getEnvironment" | "getOverriddenEnvironment" => {
-                Ok(Value::map(it.step_env(ctx).into_iter().map(|(k, v)| (k, Value::Str(v))).collect()))
-            }
+            "getEnvironment" | "getOverriddenEnvironment" => Ok(Value::map(
+                it.step_env(ctx)
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::Str(v)))
+                    .collect(),
+            )),
             _ => Err(missing_method(recv, name)),
         },
-        Obj::Params => method(it, ctx, it.params.clone(), name, Args { pos: a, named: IndexMap::new(), body: None }, span).await,
+        Obj::Params => {
+            method(
+                it,
+                ctx,
+                it.params.clone(),
+                name,
+                Args {
+                    pos: a,
+                    named: IndexMap::new(),
+                    body: None,
+                },
+                span,
+            )
+            .await
+        }
         Obj::CurrentBuild => match name {
             "getResult" => current_build(it, "result"),
             "getCurrentResult" => current_build(it, "currentResult"),
@@ -1331,29 +1796,54 @@ async fn object_method(it: &Interp<'_>, ctx: &Ctx, o: &Obj, recv: &Value, name: 
             "getBuildCauses" | "getChangeSets" => Ok(Value::list(vec![])),
             "getPreviousBuild" | "getRawBuild" => Ok(Value::Null),
             "setResult" => {
-                it.set_property(ctx, recv, "result", a.first().cloned().unwrap_or(Value::Null))?;
+                it.set_property(
+                    ctx,
+                    recv,
+                    "result",
+                    a.first().cloned().unwrap_or(Value::Null),
+                )?;
                 Ok(Value::Null)
             }
             "setDisplayName" | "setDescription" => {
-                let prop = if name == "setDisplayName" { "displayName" } else { "description" };
+                let prop = if name == "setDisplayName" {
+                    "displayName"
+                } else {
+                    "description"
+                };
                 it.set_property(ctx, recv, prop, a.first().cloned().unwrap_or(Value::Null))?;
                 Ok(Value::Null)
             }
             "resultIsBetterOrEqualTo" | "resultIsWorseOrEqualTo" => {
                 let other = BuildResult::parse(&str_arg(&a, 0)).unwrap_or(BuildResult::Success);
                 let cur = it.build_result();
-                Ok(Value::Bool(if name == "resultIsBetterOrEqualTo" { cur <= other } else { cur >= other }))
+                Ok(Value::Bool(if name == "resultIsBetterOrEqualTo" {
+                    cur <= other
+                } else {
+                    cur >= other
+                }))
             }
             _ => Err(missing_method(recv, name)),
         },
         Obj::Docker => match name {
             "image" => Ok(Value::Object(Obj::DockerImage(str_arg(&a, 0)))),
             "build" => {
-                it.notice(crate::event::NoticeLevel::Warning, format!("docker.build('{}') is not run by valet: the image is assumed to exist", str_arg(&a, 0))).await;
+                it.notice(
+                    crate::event::NoticeLevel::Warning,
+                    format!(
+                        "docker.build('{}') is not run by valet: the image is assumed to exist",
+                        str_arg(&a, 0)
+                    ),
+                )
+                .await;
                 Ok(Value::Object(Obj::DockerImage(str_arg(&a, 0))))
             }
             "withRegistry" | "withServer" | "withTool" => {
-                let body = a.iter().rev().find(|v| matches!(v, Value::Closure(_))).cloned().unwrap_or(Value::Null);
+                let body = a
+                    .iter()
+                    .rev()
+                    .find(|v| matches!(v, Value::Closure(_)))
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 call(it, ctx, &body, vec![]).await
             }
             _ => Err(missing_method(recv, name)),
@@ -1365,8 +1855,20 @@ async fn object_method(it: &Interp<'_>, ctx: &Ctx, o: &Obj, recv: &Value, name: 
                     format!("docker.image('{image}').{name}: the {} backend runs the body in the current container; the image is not used", it.backend.name()),
                 )
                 .await;
-                let body = a.iter().rev().find(|v| matches!(v, Value::Closure(_))).cloned().unwrap_or(Value::Null);
-                let args = if name == "withRun" { vec![Value::map(IndexMap::from([("id".to_string(), Value::Str(image.clone()))]))] } else { vec![] };
+                let body = a
+                    .iter()
+                    .rev()
+                    .find(|v| matches!(v, Value::Closure(_)))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let args = if name == "withRun" {
+                    vec![Value::map(IndexMap::from([(
+                        "id".to_string(),
+                        Value::Str(image.clone()),
+                    )]))]
+                } else {
+                    vec![]
+                };
                 call(it, ctx, &body, args).await
             }
             "pull" | "push" | "tag" | "run" => Ok(Value::Null),
@@ -1384,7 +1886,17 @@ async fn object_method(it: &Interp<'_>, ctx: &Ctx, o: &Obj, recv: &Value, name: 
         Obj::Script(m) => match m.functions.get(name) {
             Some(f) => {
                 let f = f.clone();
-                it.call_function(ctx, &f, Args { pos: a, named: IndexMap::new(), body: None }, Some(m.clone())).await
+                it.call_function(
+                    ctx,
+                    &f,
+                    Args {
+                        pos: a,
+                        named: IndexMap::new(),
+                        body: None,
+                    },
+                    Some(m.clone()),
+                )
+                .await
             }
             None => match m.scope.get(name) {
                 Some(Value::Closure(c)) => it.call_closure(ctx, &c, a).await,
@@ -1396,9 +1908,18 @@ async fn object_method(it: &Interp<'_>, ctx: &Ctx, o: &Obj, recv: &Value, name: 
     }
 }
 
-async fn static_method(it: &Interp<'_>, ctx: &Ctx, class: &str, name: &str, a: Vec<Value>) -> R<Value> {
+async fn static_method(
+    it: &Interp<'_>,
+    ctx: &Ctx,
+    class: &str,
+    name: &str,
+    a: Vec<Value>,
+) -> R<Value> {
     let now_ms = || {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
     };
     Ok(match (class, name) {
         ("Integer" | "Long", "parseInt" | "parseLong" | "valueOf") => match a.first() {
@@ -1416,8 +1937,12 @@ async fn static_method(it: &Interp<'_>, ctx: &Ctx, class: &str, name: &str, a: V
         ("Integer" | "Long", "toString") => Value::Str(str_arg(&a, 0)),
         ("Integer" | "Long", "max") => Value::Int(int_arg(&a, 0)?.max(int_arg(&a, 1)?)),
         ("Integer" | "Long", "min") => Value::Int(int_arg(&a, 0)?.min(int_arg(&a, 1)?)),
-        ("Double" | "Float", "parseDouble" | "parseFloat" | "valueOf") => parse_float(&str_arg(&a, 0))?,
-        ("Boolean", "parseBoolean" | "valueOf") => Value::Bool(str_arg(&a, 0).trim().eq_ignore_ascii_case("true")),
+        ("Double" | "Float", "parseDouble" | "parseFloat" | "valueOf") => {
+            parse_float(&str_arg(&a, 0))?
+        }
+        ("Boolean", "parseBoolean" | "valueOf") => {
+            Value::Bool(str_arg(&a, 0).trim().eq_ignore_ascii_case("true"))
+        }
         ("String", "valueOf") => Value::Str(str_arg(&a, 0)),
         ("String", "format") => Value::Str(java_format(&str_arg(&a, 0), &a[1.min(a.len())..])),
         ("String", "join") => {
@@ -1431,29 +1956,57 @@ async fn static_method(it: &Interp<'_>, ctx: &Ctx, class: &str, name: &str, a: V
         ("System", "currentTimeMillis") => Value::Int(now_ms()),
         ("System", "nanoTime") => Value::Int(it.started.elapsed().as_nanos() as i64),
         ("System", "getenv") => match a.first() {
-            Some(k) => it.env_get(ctx, &k.display()).map(Value::Str).unwrap_or(Value::Null),
-            None => Value::map(it.step_env(ctx).into_iter().map(|(k, v)| (k, Value::Str(v))).collect()),
+            Some(k) => it
+                .env_get(ctx, &k.display())
+                .map(Value::Str)
+                .unwrap_or(Value::Null),
+            None => Value::map(
+                it.step_env(ctx)
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::Str(v)))
+                    .collect(),
+            ),
         },
         ("System", "getProperty") => match str_arg(&a, 0).as_str() {
             "line.separator" => Value::str("\n"),
             "file.separator" => Value::str("/"),
             "os.name" => Value::str("Linux"),
-            "user.name" => it.env_get(ctx, "USER").map(Value::Str).unwrap_or(Value::Null),
+            "user.name" => it
+                .env_get(ctx, "USER")
+                .map(Value::Str)
+                .unwrap_or(Value::Null),
             _ => a.get(1).cloned().unwrap_or(Value::Null),
         },
         ("Math", "max" | "min") => {
-            let (x, y) = (a.first().cloned().unwrap_or(Value::Int(0)), a.get(1).cloned().unwrap_or(Value::Int(0)));
+            let (x, y) = (
+                a.first().cloned().unwrap_or(Value::Int(0)),
+                a.get(1).cloned().unwrap_or(Value::Int(0)),
+            );
             let o = x.compare(&y).unwrap_or(std::cmp::Ordering::Equal);
             if (name == "max") == o.is_ge() { x } else { y }
         }
-        ("Math", "abs") => number_method(it, ctx, a.first().unwrap_or(&Value::Int(0)), "abs", vec![]).await?,
-        ("Math", "round") => Value::Int(a.first().and_then(Value::as_f64).unwrap_or(0.0).round() as i64),
+        ("Math", "abs") => {
+            number_method(it, ctx, a.first().unwrap_or(&Value::Int(0)), "abs", vec![]).await?
+        }
+        ("Math", "round") => {
+            Value::Int(a.first().and_then(Value::as_f64).unwrap_or(0.0).round() as i64)
+        }
         ("Math", "floor") => Value::Float(a.first().and_then(Value::as_f64).unwrap_or(0.0).floor()),
         ("Math", "ceil") => Value::Float(a.first().and_then(Value::as_f64).unwrap_or(0.0).ceil()),
-        ("Math", "pow") => Value::Float(a.first().and_then(Value::as_f64).unwrap_or(0.0).powf(a.get(1).and_then(Value::as_f64).unwrap_or(0.0))),
+        ("Math", "pow") => Value::Float(
+            a.first()
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+                .powf(a.get(1).and_then(Value::as_f64).unwrap_or(0.0)),
+        ),
         ("Math", "sqrt") => Value::Float(a.first().and_then(Value::as_f64).unwrap_or(0.0).sqrt()),
         ("Math", "random") => Value::Float((now_ms() % 1000) as f64 / 1000.0),
-        ("JsonOutput", "toJson") => Value::Str(a.first().map(Value::to_json).unwrap_or(serde_json::Value::Null).to_string()),
+        ("JsonOutput", "toJson") => Value::Str(
+            a.first()
+                .map(Value::to_json)
+                .unwrap_or(serde_json::Value::Null)
+                .to_string(),
+        ),
         ("JsonOutput", "prettyPrint") => {
             let s = str_arg(&a, 0);
             match serde_json::from_str::<serde_json::Value>(&s) {
@@ -1476,6 +2029,11 @@ async fn static_method(it: &Interp<'_>, ctx: &Ctx, class: &str, name: &str, a: V
             }
             Value::Null
         }
-        _ => return Err(err("groovy.lang.MissingMethodException", format!("No signature of method: static {class}.{name}() is applicable"))),
+        _ => {
+            return Err(err(
+                "groovy.lang.MissingMethodException",
+                format!("No signature of method: static {class}.{name}() is applicable"),
+            ));
+        }
     })
 }

@@ -15,11 +15,17 @@ struct Inner {
 
 impl Scope {
     pub(crate) fn root() -> Scope {
-        Scope(Arc::new(Inner { vars: Mutex::new(HashMap::new()), parent: None }))
+        Scope(Arc::new(Inner {
+            vars: Mutex::new(HashMap::new()),
+            parent: None,
+        }))
     }
 
     pub(crate) fn child(&self) -> Scope {
-        Scope(Arc::new(Inner { vars: Mutex::new(HashMap::new()), parent: Some(self.clone()) }))
+        Scope(Arc::new(Inner {
+            vars: Mutex::new(HashMap::new()),
+            parent: Some(self.clone()),
+        }))
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Value> {

@@ -36,7 +36,9 @@ impl Credential {
 
     /// The value of a secret text (or a file's content).
     pub fn secret(&self) -> Option<&str> {
-        self.field("value").or_else(|| self.field("secret")).or_else(|| self.field("text"))
+        self.field("value")
+            .or_else(|| self.field("secret"))
+            .or_else(|| self.field("text"))
     }
 }
 
@@ -50,13 +52,24 @@ pub struct Secrets {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
     #[error("cannot read the secrets file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the secrets file {path} is not valid: {message}")]
     Invalid { path: String, message: String },
 }
 
 fn env_key(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Secrets {
@@ -64,22 +77,33 @@ impl Secrets {
     pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Self {
         Secrets {
             entries: IndexMap::new(),
-            env: env.into_iter().filter(|(k, _)| k.starts_with("VALET_SECRET_")).collect(),
+            env: env
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("VALET_SECRET_"))
+                .collect(),
         }
     }
 
     /// Adds the entries of a secrets file (JSON or `id.field=value` lines).
     pub fn load_file(&mut self, path: &std::path::Path) -> Result<(), SecretsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SecretsError::Read { path: path.display().to_string(), source })?;
-        self.load_str(&text).map_err(|message| SecretsError::Invalid { path: path.display().to_string(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| SecretsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load_str(&text)
+            .map_err(|message| SecretsError::Invalid {
+                path: path.display().to_string(),
+                message,
+            })
     }
 
     pub fn load_str(&mut self, text: &str) -> Result<(), String> {
         let trimmed = text.trim_start();
         if trimmed.starts_with('{') {
             let json: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-            let obj = json.as_object().ok_or("the top level must be an object of credential ids")?;
+            let obj = json
+                .as_object()
+                .ok_or("the top level must be an object of credential ids")?;
             for (id, v) in obj {
                 let mut c = Credential::default();
                 match v {
@@ -109,14 +133,21 @@ impl Secrets {
                 continue;
             }
             let Some((key, value)) = line.split_once('=') else {
-                return Err(format!("line {}: expected `id=value` or `id.field=value`", n + 1));
+                return Err(format!(
+                    "line {}: expected `id=value` or `id.field=value`",
+                    n + 1
+                ));
             };
             let key = key.trim();
             let (id, field) = match key.split_once('.') {
                 Some((id, field)) => (id, field),
                 None => (key, "value"),
             };
-            self.entries.entry(id.to_string()).or_default().fields.insert(field.to_string(), value.to_string());
+            self.entries
+                .entry(id.to_string())
+                .or_default()
+                .fields
+                .insert(field.to_string(), value.to_string());
         }
         Ok(())
     }
@@ -132,7 +163,10 @@ impl Secrets {
             c.fields.insert("value".into(), v.clone());
         }
         for field in ["username", "password", "privateKey", "passphrase", "path"] {
-            if let Some(v) = self.env.get(&format!("{prefix}_{}", field.to_ascii_uppercase())) {
+            if let Some(v) = self
+                .env
+                .get(&format!("{prefix}_{}", field.to_ascii_uppercase()))
+            {
                 c.fields.insert(field.into(), v.clone());
             }
         }
@@ -234,8 +268,16 @@ impl StreamMasker {
     pub fn push(&mut self, masker: &Masker, chunk: &[u8]) -> String {
         self.pending.extend_from_slice(chunk);
         let buf = std::mem::take(&mut self.pending);
-        let replaced = if masker.is_empty() { buf } else { masker.replace(&buf) };
-        let mut keep = if masker.is_empty() { 0 } else { masker.pending_len(&replaced) };
+        let replaced = if masker.is_empty() {
+            buf
+        } else {
+            masker.replace(&buf)
+        };
+        let mut keep = if masker.is_empty() {
+            0
+        } else {
+            masker.pending_len(&replaced)
+        };
         let cut = replaced.len() - keep;
         // Do not split a UTF-8 character.
         let tail = incomplete_utf8_tail(&replaced[..cut]);
@@ -259,7 +301,15 @@ fn incomplete_utf8_tail(b: &[u8]) -> usize {
         if c & 0b1100_0000 == 0b1000_0000 {
             continue; // a continuation byte
         }
-        let need = if c >= 0xF0 { 4 } else if c >= 0xE0 { 3 } else if c >= 0xC0 { 2 } else { 1 };
+        let need = if c >= 0xF0 {
+            4
+        } else if c >= 0xE0 {
+            3
+        } else if c >= 0xC0 {
+            2
+        } else {
+            1
+        };
         return if need > back { back } else { 0 };
     }
     0
@@ -310,11 +360,13 @@ mod tests {
     #[test]
     fn reads_both_file_formats() {
         let mut s = Secrets::default();
-        s.load_str("# c\ntoken=abc\ndeploy.username=bot\ndeploy.password=pw\n").unwrap();
+        s.load_str("# c\ntoken=abc\ndeploy.username=bot\ndeploy.password=pw\n")
+            .unwrap();
         assert_eq!(s.get("token").unwrap().secret(), Some("abc"));
         assert_eq!(s.get("deploy").unwrap().field("password"), Some("pw"));
         let mut s = Secrets::default();
-        s.load_str(r#"{"a": "x", "b": {"username": "u", "password": "p"}}"#).unwrap();
+        s.load_str(r#"{"a": "x", "b": {"username": "u", "password": "p"}}"#)
+            .unwrap();
         assert_eq!(s.get("a").unwrap().secret(), Some("x"));
         assert_eq!(s.get("b").unwrap().field("username"), Some("u"));
         let s = Secrets::from_env([("VALET_SECRET_NPM_TOKEN".to_string(), "t".to_string())]);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use indexmap::IndexMap;
-use valet_backend::{BackendError, Command, ExitStatus, Execution, Output, StepRunner};
+use valet_backend::{BackendError, Command, Execution, ExitStatus, Output, StepRunner};
 use valet_dsl::Span;
 use valet_plan::model::{ContainerSpec, Job, PodSpec};
 
@@ -21,46 +21,162 @@ use crate::value::{ClosureValue, ExcKind, Exception, Obj, Value, lock};
 
 /// Steps that only build a value for another step's arguments.
 const VALUE_STEPS: &[&str] = &[
-    "string", "booleanParam", "choice", "text", "password", "file", "run", "credentials",
-    "usernamePassword", "usernameColonPassword", "sshUserPrivateKey", "certificate",
-    "containerTemplate", "envVar", "containerEnvVar", "podEnvVar", "secretEnvVar", "portMapping",
-    "emptyDirVolume", "hostPathVolume", "persistentVolumeClaim", "secretVolume", "configMapVolume",
-    "dynamicPVC", "nfsVolume", "emptyDirWorkspaceVolume", "hostPathWorkspaceVolume", "dynamicPVCWorkspaceVolume",
-    "buildDiscarder", "logRotator", "disableConcurrentBuilds", "pipelineTriggers", "cron", "pollSCM",
-    "githubPush", "upstream", "parameters", "scmGit", "gitUsernamePassword", "durabilityHint",
-    "disableResume", "skipDefaultCheckout", "preserveStashes", "copyArtifactPermission", "rateLimitBuilds",
-    "overrideIndexTriggers", "githubProjectProperty", "authorizationMatrix", "gitParameter", "validatingString",
-    "separator", "activeChoice", "extendedChoice", "GitSCM", "always", "checkoutToSubdirectory",
-    "containerLivenessProbe", "count", "kubernetesAgent", "labelSelector", "labelSelectorRequirement", "merge",
-    "never", "newContainerPerStage", "nodeAffinity", "nodeSelectorRequirement", "nodeSelectorTerm", "nonresumable",
-    "onFailure", "override", "parallelsAlwaysFailFast", "persistentVolumeClaimWorkspaceVolume", "podAffinity",
-    "podAffinityTerm", "podAnnotation", "podAntiAffinity", "podLabel", "quietPeriod", "skipStagesAfterUnstable",
+    "string",
+    "booleanParam",
+    "choice",
+    "text",
+    "password",
+    "file",
+    "run",
+    "credentials",
+    "usernamePassword",
+    "usernameColonPassword",
+    "sshUserPrivateKey",
+    "certificate",
+    "containerTemplate",
+    "envVar",
+    "containerEnvVar",
+    "podEnvVar",
+    "secretEnvVar",
+    "portMapping",
+    "emptyDirVolume",
+    "hostPathVolume",
+    "persistentVolumeClaim",
+    "secretVolume",
+    "configMapVolume",
+    "dynamicPVC",
+    "nfsVolume",
+    "emptyDirWorkspaceVolume",
+    "hostPathWorkspaceVolume",
+    "dynamicPVCWorkspaceVolume",
+    "buildDiscarder",
+    "logRotator",
+    "disableConcurrentBuilds",
+    "pipelineTriggers",
+    "cron",
+    "pollSCM",
+    "githubPush",
+    "upstream",
+    "parameters",
+    "scmGit",
+    "gitUsernamePassword",
+    "durabilityHint",
+    "disableResume",
+    "skipDefaultCheckout",
+    "preserveStashes",
+    "copyArtifactPermission",
+    "rateLimitBuilds",
+    "overrideIndexTriggers",
+    "githubProjectProperty",
+    "authorizationMatrix",
+    "gitParameter",
+    "validatingString",
+    "separator",
+    "activeChoice",
+    "extendedChoice",
+    "GitSCM",
+    "always",
+    "checkoutToSubdirectory",
+    "containerLivenessProbe",
+    "count",
+    "kubernetesAgent",
+    "labelSelector",
+    "labelSelectorRequirement",
+    "merge",
+    "never",
+    "newContainerPerStage",
+    "nodeAffinity",
+    "nodeSelectorRequirement",
+    "nodeSelectorTerm",
+    "nonresumable",
+    "onFailure",
+    "override",
+    "parallelsAlwaysFailFast",
+    "persistentVolumeClaimWorkspaceVolume",
+    "podAffinity",
+    "podAffinityTerm",
+    "podAnnotation",
+    "podAntiAffinity",
+    "podLabel",
+    "quietPeriod",
+    "skipStagesAfterUnstable",
     "weightedPodAffinityTerm",
 ];
 
 /// Steps that wrap a body and add nothing valet needs to do.
 const PASS_THROUGH: &[&str] = &[
-    "ansiColor", "timestamps", "wrap", "lock", "withMaven", "withAnt", "withGradle", "withPythonEnv",
-    "withDockerRegistry", "withDockerServer", "configFileProvider", "throttle", "withNPM",
-    "gitlabCommitStatus", "gitlabBuilds", "withSonarQubeEnv", "xvfb", "withKubeConfig", "withAWS",
-    "withKubeCredentials", "semaphore",
+    "ansiColor",
+    "timestamps",
+    "wrap",
+    "lock",
+    "withMaven",
+    "withAnt",
+    "withGradle",
+    "withPythonEnv",
+    "withDockerRegistry",
+    "withDockerServer",
+    "configFileProvider",
+    "throttle",
+    "withNPM",
+    "gitlabCommitStatus",
+    "gitlabBuilds",
+    "withSonarQubeEnv",
+    "xvfb",
+    "withKubeConfig",
+    "withAWS",
+    "withKubeCredentials",
+    "semaphore",
 ];
 
 /// Steps that send something somewhere; a local run reports them instead.
 const NOTIFY: &[&str] = &[
-    "mail", "emailext", "slackSend", "office365ConnectorSend", "discordSend", "telegramSend",
-    "githubNotify", "setGitHubPullRequestStatus", "updateGitlabCommitStatus", "step", "publishHTML",
-    "recordIssues", "jacoco", "cobertura", "fingerprint", "milestone", "containerLog", "publishChecks",
-    "buildName", "buildDescription", "addBadge", "addShortText",
+    "mail",
+    "emailext",
+    "slackSend",
+    "office365ConnectorSend",
+    "discordSend",
+    "telegramSend",
+    "githubNotify",
+    "setGitHubPullRequestStatus",
+    "updateGitlabCommitStatus",
+    "step",
+    "publishHTML",
+    "recordIssues",
+    "jacoco",
+    "cobertura",
+    "fingerprint",
+    "milestone",
+    "containerLog",
+    "publishChecks",
+    "buildName",
+    "buildDescription",
+    "addBadge",
+    "addShortText",
 ];
 
 fn records(name: &str) -> bool {
-    !matches!(name, "stage" | "node" | "parallel" | "podTemplate" | "script" | "properties" | "isUnix" | "pwd" | "container" | "pipeline")
-        && !VALUE_STEPS.contains(&name)
+    !matches!(
+        name,
+        "stage"
+            | "node"
+            | "parallel"
+            | "podTemplate"
+            | "script"
+            | "properties"
+            | "isUnix"
+            | "pwd"
+            | "container"
+            | "pipeline"
+    ) && !VALUE_STEPS.contains(&name)
 }
 
 pub(crate) fn backend_err(e: BackendError) -> Flow {
-    Exception { class: "valet.BackendException".into(), message: e.to_string(), kind: ExcKind::Backend }.into()
+    Exception {
+        class: "valet.BackendException".into(),
+        message: e.to_string(),
+        kind: ExcKind::Backend,
+    }
+    .into()
 }
 
 fn time_unit(unit: &str, n: f64) -> R<Duration> {
@@ -72,7 +188,12 @@ fn time_unit(unit: &str, n: f64) -> R<Duration> {
         "MINUTES" => n * 60.0,
         "HOURS" => n * 3600.0,
         "DAYS" => n * 86400.0,
-        other => return Err(err("java.lang.IllegalArgumentException", format!("unknown time unit `{other}`"))),
+        other => {
+            return Err(err(
+                "java.lang.IllegalArgumentException",
+                format!("unknown time unit `{other}`"),
+            ));
+        }
     };
     Ok(Duration::from_secs_f64(secs.max(0.0)))
 }
@@ -89,7 +210,12 @@ pub(crate) fn shell_argv(script: &str) -> Vec<String> {
             return argv;
         }
     }
-    vec!["/bin/sh".into(), "-xe".into(), "-c".into(), script.to_string()]
+    vec![
+        "/bin/sh".into(),
+        "-xe".into(),
+        "-c".into(),
+        script.to_string(),
+    ]
 }
 
 fn exit_code(s: ExitStatus) -> i64 {
@@ -101,20 +227,29 @@ fn exit_code(s: ExitStatus) -> i64 {
 
 fn summary(name: &str, args: &Args) -> String {
     let first = match name {
-        "sh" | "bat" | "powershell" | "pwsh" => args.str("label", usize::MAX).or_else(|| args.str("script", 0)),
+        "sh" | "bat" | "powershell" | "pwsh" => args
+            .str("label", usize::MAX)
+            .or_else(|| args.str("script", 0)),
         "echo" | "error" | "unstable" | "warnError" => args.str("message", 0),
         "writeFile" | "readFile" | "fileExists" => args.str("file", 0),
         "dir" => args.str("path", 0),
         "timeout" => Some(format!(
             "{} {}",
             args.str("time", 0).unwrap_or_default(),
-            args.str("unit", usize::MAX).unwrap_or_else(|| "MINUTES".into())
+            args.str("unit", usize::MAX)
+                .unwrap_or_else(|| "MINUTES".into())
         )),
         "retry" => args.str("count", 0),
         "sleep" => args.str("time", 0),
         "stash" | "unstash" => args.str("name", 0),
-        "archiveArtifacts" | "archive" => args.str("artifacts", 0).or_else(|| args.str("includes", usize::MAX)),
-        _ => args.pos.first().filter(|v| !matches!(v, Value::Closure(_))).map(Value::display),
+        "archiveArtifacts" | "archive" => args
+            .str("artifacts", 0)
+            .or_else(|| args.str("includes", usize::MAX)),
+        _ => args
+            .pos
+            .first()
+            .filter(|v| !matches!(v, Value::Closure(_)))
+            .map(Value::display),
     };
     let first = first.unwrap_or_default();
     let line = first.trim().lines().next().unwrap_or("").to_string();
@@ -142,14 +277,23 @@ struct Ran {
 fn default_spec() -> PodSpec {
     PodSpec {
         name: "default".into(),
-        containers: vec![ContainerSpec { name: "default".into(), ..Default::default() }],
+        containers: vec![ContainerSpec {
+            name: "default".into(),
+            ..Default::default()
+        }],
         default_container: "default".into(),
         ..Default::default()
     }
 }
 
 impl<'a> Interp<'a> {
-    pub(crate) fn step<'s>(&'s self, ctx: &'s Ctx, name: &'s str, args: Args, span: Span) -> BoxFuture<'s, R<Value>> {
+    pub(crate) fn step<'s>(
+        &'s self,
+        ctx: &'s Ctx,
+        name: &'s str,
+        args: Args,
+        span: Span,
+    ) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
             if !records(name) {
                 return self.step_inner(ctx, None, name, args, span).await;
@@ -157,7 +301,13 @@ impl<'a> Interp<'a> {
             let id = self.next_id();
             let place = ctx.place();
             let summary = self.masker.mask_str(&summary(name, &args));
-            self.emit(Event::StepStarted { id, step: name.to_string(), summary, place: place.clone() }).await;
+            self.emit(Event::StepStarted {
+                id,
+                step: name.to_string(),
+                summary,
+                place: place.clone(),
+            })
+            .await;
             let started = Instant::now();
             let r = self.step_inner(ctx, Some(id), name, args, span).await;
             let (result, error) = match &r {
@@ -183,7 +333,14 @@ impl<'a> Interp<'a> {
         })
     }
 
-    async fn step_inner(&self, ctx: &Ctx, id: Option<u64>, name: &str, args: Args, span: Span) -> R<Value> {
+    async fn step_inner(
+        &self,
+        ctx: &Ctx,
+        id: Option<u64>,
+        name: &str,
+        args: Args,
+        span: Span,
+    ) -> R<Value> {
         match name {
             "echo" => {
                 let msg = args.str("message", 0).unwrap_or_default();
@@ -198,7 +355,9 @@ impl<'a> Interp<'a> {
             )),
             "sleep" => {
                 let n = args.get("time", 0).and_then(Value::as_f64).unwrap_or(0.0);
-                let unit = args.str("unit", usize::MAX).unwrap_or_else(|| "SECONDS".into());
+                let unit = args
+                    .str("unit", usize::MAX)
+                    .unwrap_or_else(|| "SECONDS".into());
                 let d = time_unit(&unit, n)?;
                 self.sleep(ctx, d).await?;
                 Ok(Value::Null)
@@ -213,20 +372,43 @@ impl<'a> Interp<'a> {
                 Ok(Value::Str(p))
             }
             "dir" => {
-                let path = args.str("path", 0).ok_or_else(|| fail("dir: a path is required"))?;
+                let path = args
+                    .str("path", 0)
+                    .ok_or_else(|| fail("dir: a path is required"))?;
                 let pod = self.require_pod(ctx, "dir")?;
                 let rel = join_cwd(ctx.cwd.as_deref(), &path);
                 let mut inner = ctx.clone();
                 inner.cwd = Some(rel);
                 let full = self.cwd_path(&inner, &pod);
-                self.helper(ctx, &pod, "mkdir -p -- \"$1\"", &[full.display().to_string()], None).await?;
+                self.helper(
+                    ctx,
+                    &pod,
+                    "mkdir -p -- \"$1\"",
+                    &[full.display().to_string()],
+                    None,
+                )
+                .await?;
                 self.run_body(&inner, &args.body()).await
             }
             "deleteDir" | "cleanWs" => {
                 let pod = self.require_pod(ctx, name)?;
-                let target = if name == "cleanWs" { pod.workspace.clone() } else { self.cwd_path(ctx, &pod) };
+                let target = if name == "cleanWs" {
+                    pod.workspace.clone()
+                } else {
+                    self.cwd_path(ctx, &pod)
+                };
                 let script = "if [ -d \"$1\" ]; then cd \"$1\" && find . -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +; fi; if [ \"$1\" != \"$2\" ]; then rm -rf -- \"$1\"; fi";
-                self.helper(ctx, &pod, script, &[target.display().to_string(), pod.workspace.display().to_string()], None).await?;
+                self.helper(
+                    ctx,
+                    &pod,
+                    script,
+                    &[
+                        target.display().to_string(),
+                        pod.workspace.display().to_string(),
+                    ],
+                    None,
+                )
+                .await?;
                 Ok(Value::Null)
             }
             "withEnv" => {
@@ -252,7 +434,9 @@ impl<'a> Interp<'a> {
                 Ok(Value::Null)
             }
             "writeFile" => {
-                let file = args.str("file", 0).ok_or_else(|| fail("writeFile: `file` is required"))?;
+                let file = args
+                    .str("file", 0)
+                    .ok_or_else(|| fail("writeFile: `file` is required"))?;
                 let text = args.str("text", 1).unwrap_or_default();
                 let data = match args.str("encoding", usize::MAX).as_deref() {
                     Some(e) if e.eq_ignore_ascii_case("base64") => {
@@ -265,26 +449,39 @@ impl<'a> Interp<'a> {
                 };
                 let pod = self.require_pod(ctx, "writeFile")?;
                 let path = self.file_path(ctx, &pod, &file);
-                self.helper(ctx, &pod, "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"", &[path], Some(data)).await?;
+                self.helper(
+                    ctx,
+                    &pod,
+                    "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"",
+                    &[path],
+                    Some(data),
+                )
+                .await?;
                 Ok(Value::Null)
             }
             "readFile" => {
-                let file = args.str("file", 0).ok_or_else(|| fail("readFile: `file` is required"))?;
+                let file = args
+                    .str("file", 0)
+                    .ok_or_else(|| fail("readFile: `file` is required"))?;
                 let pod = self.require_pod(ctx, "readFile")?;
                 let data = self.read_pod_file(ctx, &pod, &file).await?;
-                Ok(Value::Str(match args.str("encoding", usize::MAX).as_deref() {
-                    Some(e) if e.eq_ignore_ascii_case("base64") => {
-                        use base64::Engine as _;
-                        base64::engine::general_purpose::STANDARD.encode(&data)
-                    }
-                    _ => String::from_utf8_lossy(&data).into_owned(),
-                }))
+                Ok(Value::Str(
+                    match args.str("encoding", usize::MAX).as_deref() {
+                        Some(e) if e.eq_ignore_ascii_case("base64") => {
+                            use base64::Engine as _;
+                            base64::engine::general_purpose::STANDARD.encode(&data)
+                        }
+                        _ => String::from_utf8_lossy(&data).into_owned(),
+                    },
+                ))
             }
             "fileExists" => {
                 let file = args.str("file", 0).unwrap_or_default();
                 let pod = self.require_pod(ctx, "fileExists")?;
                 let path = self.file_path(ctx, &pod, &file);
-                let r = self.run_helper(ctx, &pod, "test -e \"$1\"", &[path], None).await?;
+                let r = self
+                    .run_helper(ctx, &pod, "test -e \"$1\"", &[path], None)
+                    .await?;
                 Ok(Value::Bool(r.status.success()))
             }
             "findFiles" => {
@@ -313,20 +510,33 @@ impl<'a> Interp<'a> {
             "withCredentials" => self.with_credentials(ctx, &args).await,
             "checkout" => self.checkout(ctx, id, &args).await,
             "git" => {
-                let url = args.str("url", 0).ok_or_else(|| fail("git: `url` is required"))?;
-                let branch = args.str("branch", usize::MAX).unwrap_or_else(|| "master".into());
+                let url = args
+                    .str("url", 0)
+                    .ok_or_else(|| fail("git: `url` is required"))?;
+                let branch = args
+                    .str("branch", usize::MAX)
+                    .unwrap_or_else(|| "master".into());
                 self.git_clone(ctx, id, &url, &branch).await
             }
             "node" => {
-                let label = args.get("label", 0).filter(|v| !matches!(v, Value::Null)).map(Value::display);
-                let job = self.graph.jobs.iter().find(|j| j.anchor.start == span.start);
+                let label = args
+                    .get("label", 0)
+                    .filter(|v| !matches!(v, Value::Null))
+                    .map(Value::display);
+                let job = self
+                    .graph
+                    .jobs
+                    .iter()
+                    .find(|j| j.anchor.start == span.start);
                 let (inner, started) = self.provision(ctx, job, label).await?;
                 let r = self.run_body(&inner, &args.body()).await;
                 self.release(&inner, started, &r).await;
                 r
             }
             "container" => {
-                let cname = args.str("name", 0).ok_or_else(|| fail("container: a name is required"))?;
+                let cname = args
+                    .str("name", 0)
+                    .ok_or_else(|| fail("container: a name is required"))?;
                 let pod = self.require_pod(ctx, "container")?;
                 if !pod.fallback && pod.pod.runner(&cname).is_err() {
                     if pod_spec_unresolved(&pod.spec) {
@@ -344,7 +554,9 @@ impl<'a> Interp<'a> {
                 self.run_body(&inner, &args.body()).await
             }
             "stage" => {
-                let sname = args.str("name", 0).ok_or_else(|| fail("stage: a name is required"))?;
+                let sname = args
+                    .str("name", 0)
+                    .ok_or_else(|| fail("stage: a name is required"))?;
                 self.stage(ctx, &sname, &args.body()).await
             }
             "podTemplate" => {
@@ -362,12 +574,13 @@ impl<'a> Interp<'a> {
                     for p in self.iterate(list, span)? {
                         if let Value::Map(m) = &p {
                             let m = lock(m).clone();
-                            if m.get("$step").map(Value::display).as_deref() == Some("parameters") {
-                                if let Some(Value::List(ps)) = m.get("parameterDefinitions").or_else(|| m.get("$0")) {
-                                    let ps = lock(ps).clone();
-                                    for def in ps {
-                                        self.declare_param(&def);
-                                    }
+                            if m.get("$step").map(Value::display).as_deref() == Some("parameters")
+                                && let Some(Value::List(ps)) =
+                                    m.get("parameterDefinitions").or_else(|| m.get("$0"))
+                            {
+                                let ps = lock(ps).clone();
+                                for def in ps {
+                                    self.declare_param(&def);
                                 }
                             }
                         }
@@ -378,24 +591,36 @@ impl<'a> Interp<'a> {
             "input" => {
                 let msg = args.str("message", 0).unwrap_or_else(|| "input".into());
                 self.log(ctx, format!("Input requested: {msg}")).await;
-                Err(abort(format!("`input` waits for a person, and `valet run` is not interactive (message: {msg})")))
+                Err(abort(format!(
+                    "`input` waits for a person, and `valet run` is not interactive (message: {msg})"
+                )))
             }
             "load" => self.load(ctx, &args).await,
             "readJSON" => {
                 let text = match args.str("text", usize::MAX) {
                     Some(t) => t,
                     None => {
-                        let file = args.str("file", 0).ok_or_else(|| fail("readJSON: `file` or `text` is required"))?;
+                        let file = args
+                            .str("file", 0)
+                            .ok_or_else(|| fail("readJSON: `file` or `text` is required"))?;
                         let pod = self.require_pod(ctx, "readJSON")?;
-                        String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file).await?).into_owned()
+                        String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file).await?)
+                            .into_owned()
                     }
                 };
-                let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| fail(format!("readJSON: invalid JSON: {e}")))?;
+                let j: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| fail(format!("readJSON: invalid JSON: {e}")))?;
                 Ok(Value::from_json(&j))
             }
             "writeJSON" => {
-                let file = args.str("file", 0).ok_or_else(|| fail("writeJSON: `file` is required"))?;
-                let json = args.get("json", 1).cloned().unwrap_or(Value::Null).to_json();
+                let file = args
+                    .str("file", 0)
+                    .ok_or_else(|| fail("writeJSON: `file` is required"))?;
+                let json = args
+                    .get("json", 1)
+                    .cloned()
+                    .unwrap_or(Value::Null)
+                    .to_json();
                 let text = if args.named.contains_key("pretty") {
                     serde_json::to_string_pretty(&json).unwrap_or_default()
                 } else {
@@ -403,16 +628,26 @@ impl<'a> Interp<'a> {
                 };
                 let pod = self.require_pod(ctx, "writeJSON")?;
                 let path = self.file_path(ctx, &pod, &file);
-                self.helper(ctx, &pod, "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"", &[path], Some(text.into_bytes())).await?;
+                self.helper(
+                    ctx,
+                    &pod,
+                    "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"",
+                    &[path],
+                    Some(text.into_bytes()),
+                )
+                .await?;
                 Ok(Value::Null)
             }
             "readProperties" => {
                 let text = match args.str("text", usize::MAX) {
                     Some(t) => t,
                     None => {
-                        let file = args.str("file", 0).ok_or_else(|| fail("readProperties: `file` or `text` is required"))?;
+                        let file = args
+                            .str("file", 0)
+                            .ok_or_else(|| fail("readProperties: `file` or `text` is required"))?;
                         let pod = self.require_pod(ctx, "readProperties")?;
-                        String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file).await?).into_owned()
+                        String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file).await?)
+                            .into_owned()
                     }
                 };
                 let mut m = IndexMap::new();
@@ -429,7 +664,13 @@ impl<'a> Interp<'a> {
             }
             "tool" => {
                 let t = args.str("name", 0).unwrap_or_default();
-                self.notice(NoticeLevel::Warning, format!("tool '{t}': valet does not install tools; the one on the PATH is used")).await;
+                self.notice(
+                    NoticeLevel::Warning,
+                    format!(
+                        "tool '{t}': valet does not install tools; the one on the PATH is used"
+                    ),
+                )
+                .await;
                 Ok(Value::Str(String::new()))
             }
             "readYaml" | "writeYaml" | "getContext" | "splitTests" | "libraryResource" => Err(err(
@@ -438,7 +679,10 @@ impl<'a> Interp<'a> {
             )),
             "build" => Err(err(
                 "valet.UnsupportedException",
-                format!("`build` triggers another Jenkins job ({}); `valet run` runs one pipeline file", args.str("job", 0).unwrap_or_default()),
+                format!(
+                    "`build` triggers another Jenkins job ({}); `valet run` runs one pipeline file",
+                    args.str("job", 0).unwrap_or_default()
+                ),
             )),
             "sshagent" => {
                 self.notice(NoticeLevel::Warning, "sshagent: valet does not start an ssh agent; the body runs with the ssh setup of this machine").await;
@@ -446,7 +690,11 @@ impl<'a> Interp<'a> {
             }
             n if PASS_THROUGH.contains(&n) => self.run_body(ctx, &args.body()).await,
             n if NOTIFY.contains(&n) => {
-                self.notice(NoticeLevel::Info, format!("`{n}` is not carried out by `valet run`")).await;
+                self.notice(
+                    NoticeLevel::Info,
+                    format!("`{n}` is not carried out by `valet run`"),
+                )
+                .await;
                 match args.body() {
                     Some(_) => self.run_body(ctx, &args.body()).await,
                     None => Ok(Value::Null),
@@ -485,7 +733,10 @@ impl<'a> Interp<'a> {
     }
 
     fn runner(&self, ctx: &Ctx, pod: &PodCtx) -> R<Arc<dyn StepRunner>> {
-        let name = ctx.container.clone().unwrap_or_else(|| pod.spec.default_container.clone());
+        let name = ctx
+            .container
+            .clone()
+            .unwrap_or_else(|| pod.spec.default_container.clone());
         match pod.pod.runner(&name) {
             Ok(r) => Ok(r),
             Err(_) if pod.fallback || pod_spec_unresolved(&pod.spec) => {
@@ -509,7 +760,12 @@ impl<'a> Interp<'a> {
     }
 
     /// Allocates a pod for a `node` or a declarative agent.
-    pub(crate) async fn provision(&self, ctx: &Ctx, job: Option<&Job>, label: Option<String>) -> R<(Ctx, Instant)> {
+    pub(crate) async fn provision(
+        &self,
+        ctx: &Ctx,
+        job: Option<&Job>,
+        label: Option<String>,
+    ) -> R<(Ctx, Instant)> {
         let (mut spec, job_id, fallback) = match job {
             Some(j) => (j.pod.clone(), j.id.clone(), false),
             None => (default_spec(), format!("job-{}", self.next_id()), true),
@@ -521,7 +777,11 @@ impl<'a> Interp<'a> {
             spec.default_container = spec.containers[0].name.clone();
         }
         let started = Instant::now();
-        let pod = self.backend.provision(&spec, &self.build_id).await.map_err(backend_err)?;
+        let pod = self
+            .backend
+            .provision(&spec, &self.build_id)
+            .await
+            .map_err(backend_err)?;
         let pod: Arc<dyn valet_backend::Pod> = Arc::from(pod);
         let workspace = pod.workspace();
         let label = label.or_else(|| job.and_then(|j| j.label.clone()));
@@ -534,16 +794,28 @@ impl<'a> Interp<'a> {
             place: ctx.place(),
         })
         .await;
-        let pctx = Arc::new(PodCtx { pod: pod.clone(), job: job_id, spec, workspace: workspace.clone(), fallback });
+        let pctx = Arc::new(PodCtx {
+            pod: pod.clone(),
+            job: job_id,
+            spec,
+            workspace: workspace.clone(),
+            fallback,
+        });
         let mut inner = ctx.clone();
         inner.pod = Some(pctx);
         inner.container = None;
         inner.cwd = None;
         let inner = inner.with_env([
             ("NODE_NAME".to_string(), pod.id().to_string()),
-            ("NODE_LABELS".to_string(), label.unwrap_or_else(|| pod.id().to_string())),
+            (
+                "NODE_LABELS".to_string(),
+                label.unwrap_or_else(|| pod.id().to_string()),
+            ),
             ("WORKSPACE".to_string(), workspace.display().to_string()),
-            ("WORKSPACE_TMP".to_string(), format!("{}@tmp", workspace.display())),
+            (
+                "WORKSPACE_TMP".to_string(),
+                format!("{}@tmp", workspace.display()),
+            ),
             ("EXECUTOR_NUMBER".to_string(), "0".to_string()),
         ]);
         Ok((inner, started))
@@ -552,14 +824,23 @@ impl<'a> Interp<'a> {
     pub(crate) async fn release(&self, inner: &Ctx, started: Instant, r: &R<Value>) {
         let Some(p) = &inner.pod else { return };
         if let Err(e) = p.pod.teardown().await {
-            self.notice(NoticeLevel::Warning, format!("tearing down {} failed: {e}", p.pod.id())).await;
+            self.notice(
+                NoticeLevel::Warning,
+                format!("tearing down {} failed: {e}", p.pod.id()),
+            )
+            .await;
         }
         let result = match r {
             Err(Flow::Throw(e)) if e.kind == ExcKind::Abort => BuildResult::Aborted,
             Err(Flow::Throw(_)) => BuildResult::Failure,
             _ => BuildResult::Success,
         };
-        self.emit(Event::JobFinished { job: p.job.clone(), result, duration_ms: started.elapsed().as_millis() as u64 }).await;
+        self.emit(Event::JobFinished {
+            job: p.job.clone(),
+            result,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+        .await;
     }
 
     // ------------------------------------------------------------------ running commands
@@ -567,7 +848,10 @@ impl<'a> Interp<'a> {
     /// Reads a command's output to its end, emitting what `show` says; a cancelled `ctx`
     /// ends the process tree and raises an interruption.
     async fn drive(&self, ctx: &Ctx, step: Option<u64>, exec: Execution, show: Show) -> R<Ran> {
-        let Execution { mut output, mut handle } = exec;
+        let Execution {
+            mut output,
+            mut handle,
+        } = exec;
         let mut out_mask = StreamMasker::default();
         let mut err_mask = StreamMasker::default();
         let mut stdout = Vec::new();
@@ -582,10 +866,8 @@ impl<'a> Interp<'a> {
             let mut status = None;
             let mut closed = false;
             loop {
-                if closed {
-                    if let Some(s) = status.take() {
-                        break End::Done(s);
-                    }
+                if closed && let Some(s) = status.take() {
+                    break End::Done(s);
                 }
                 tokio::select! {
                     _ = ctx.cancel.cancelled() => break End::Cancelled,
@@ -619,24 +901,42 @@ impl<'a> Interp<'a> {
                 let st = handle.cancel(self.opts.kill_grace).await;
                 while let Ok(chunk) = output.try_recv() {
                     match chunk {
-                        Output::Stdout(b) if show.stdout => self.output(ctx, step, Stream::Stdout, &mut out_mask, &b, false).await,
-                        Output::Stderr(b) if show.stderr => self.output(ctx, step, Stream::Stderr, &mut err_mask, &b, false).await,
+                        Output::Stdout(b) if show.stdout => {
+                            self.output(ctx, step, Stream::Stdout, &mut out_mask, &b, false)
+                                .await
+                        }
+                        Output::Stderr(b) if show.stderr => {
+                            self.output(ctx, step, Stream::Stderr, &mut err_mask, &b, false)
+                                .await
+                        }
                         _ => {}
                     }
                 }
-                self.output(ctx, step, Stream::Stdout, &mut out_mask, b"", true).await;
-                self.output(ctx, step, Stream::Stderr, &mut err_mask, b"", true).await;
+                self.output(ctx, step, Stream::Stdout, &mut out_mask, b"", true)
+                    .await;
+                self.output(ctx, step, Stream::Stderr, &mut err_mask, b"", true)
+                    .await;
                 let code = st.map(exit_code).unwrap_or(143);
-                return Err(abort(format!("script returned exit code {code} after it was interrupted")));
+                return Err(abort(format!(
+                    "script returned exit code {code} after it was interrupted"
+                )));
             }
         };
-        self.output(ctx, step, Stream::Stdout, &mut out_mask, b"", true).await;
-        self.output(ctx, step, Stream::Stderr, &mut err_mask, b"", true).await;
-        Ok(Ran { status, stdout, stderr })
+        self.output(ctx, step, Stream::Stdout, &mut out_mask, b"", true)
+            .await;
+        self.output(ctx, step, Stream::Stderr, &mut err_mask, b"", true)
+            .await;
+        Ok(Ran {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     async fn sh(&self, ctx: &Ctx, id: Option<u64>, args: &Args) -> R<Value> {
-        let script = args.str("script", 0).ok_or_else(|| fail("sh: `script` is required"))?;
+        let script = args
+            .str("script", 0)
+            .ok_or_else(|| fail("sh: `script` is required"))?;
         let return_stdout = args.flag("returnStdout");
         let return_status = args.flag("returnStatus");
         let pod = self.require_pod(ctx, "sh")?;
@@ -645,24 +945,52 @@ impl<'a> Interp<'a> {
         cmd.env = self.step_env(ctx);
         cmd.cwd = ctx.cwd.as_ref().map(Into::into);
         let exec = runner.start(cmd).await.map_err(backend_err)?;
-        let ran = self.drive(ctx, id, exec, Show { stdout: !return_stdout, stderr: true }).await?;
+        let ran = self
+            .drive(
+                ctx,
+                id,
+                exec,
+                Show {
+                    stdout: !return_stdout,
+                    stderr: true,
+                },
+            )
+            .await?;
         let code = exit_code(ran.status);
         if return_status {
-            return Ok(if return_stdout { Value::Str(String::from_utf8_lossy(&ran.stdout).into_owned()) } else { Value::Int(code) });
+            return Ok(if return_stdout {
+                Value::Str(String::from_utf8_lossy(&ran.stdout).into_owned())
+            } else {
+                Value::Int(code)
+            });
         }
         if code != 0 {
             return Err(fail(format!("script returned exit code {code}")));
         }
         if return_stdout {
-            return Ok(Value::Str(String::from_utf8_lossy(&ran.stdout).into_owned()));
+            return Ok(Value::Str(
+                String::from_utf8_lossy(&ran.stdout).into_owned(),
+            ));
         }
         Ok(Value::Null)
     }
 
     /// Runs a small `sh -c` helper in the pod, quietly; returns what it did.
-    async fn run_helper(&self, ctx: &Ctx, pod: &PodCtx, script: &str, args: &[String], stdin: Option<Vec<u8>>) -> R<Ran> {
+    async fn run_helper(
+        &self,
+        ctx: &Ctx,
+        pod: &PodCtx,
+        script: &str,
+        args: &[String],
+        stdin: Option<Vec<u8>>,
+    ) -> R<Ran> {
         let runner = self.runner(ctx, pod)?;
-        let mut argv = vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string(), "sh".to_string()];
+        let mut argv = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            script.to_string(),
+            "sh".to_string(),
+        ];
         argv.extend(args.iter().cloned());
         let mut cmd = Command::new(argv);
         cmd.env = self.step_env(ctx);
@@ -673,11 +1001,27 @@ impl<'a> Interp<'a> {
         }
         cmd.stdin = stdin;
         let exec = runner.start(cmd).await.map_err(backend_err)?;
-        self.drive(ctx, None, exec, Show { stdout: false, stderr: false }).await
+        self.drive(
+            ctx,
+            None,
+            exec,
+            Show {
+                stdout: false,
+                stderr: false,
+            },
+        )
+        .await
     }
 
     /// Like [`Self::run_helper`], failing on a non-zero exit with the helper's stderr.
-    async fn helper(&self, ctx: &Ctx, pod: &PodCtx, script: &str, args: &[String], stdin: Option<Vec<u8>>) -> R<Vec<u8>> {
+    async fn helper(
+        &self,
+        ctx: &Ctx,
+        pod: &PodCtx,
+        script: &str,
+        args: &[String],
+        stdin: Option<Vec<u8>>,
+    ) -> R<Vec<u8>> {
         let r = self.run_helper(ctx, pod, script, args, stdin).await?;
         if !r.status.success() {
             return Err(fail(String::from_utf8_lossy(&r.stderr).trim().to_string()));
@@ -687,7 +1031,9 @@ impl<'a> Interp<'a> {
 
     async fn read_pod_file(&self, ctx: &Ctx, pod: &PodCtx, file: &str) -> R<Vec<u8>> {
         let path = self.file_path(ctx, pod, file);
-        let r = self.run_helper(ctx, pod, "cat -- \"$1\"", std::slice::from_ref(&path), None).await?;
+        let r = self
+            .run_helper(ctx, pod, "cat -- \"$1\"", std::slice::from_ref(&path), None)
+            .await?;
         if !r.status.success() {
             return Err(err("java.nio.file.NoSuchFileException", path));
         }
@@ -704,11 +1050,19 @@ impl<'a> Interp<'a> {
     // ------------------------------------------------------------------ wrappers
 
     async fn timeout(&self, ctx: &Ctx, args: &Args) -> R<Value> {
-        let n = args.get("time", 0).and_then(Value::as_f64).ok_or_else(|| fail("timeout: `time` is required"))?;
-        let unit = args.str("unit", usize::MAX).unwrap_or_else(|| "MINUTES".into());
+        let n = args
+            .get("time", 0)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| fail("timeout: `time` is required"))?;
+        let unit = args
+            .str("unit", usize::MAX)
+            .unwrap_or_else(|| "MINUTES".into());
         let d = time_unit(&unit, n)?;
         let token = ctx.cancel.child_token();
-        let inner = Ctx { cancel: token.clone(), ..ctx.clone() };
+        let inner = Ctx {
+            cancel: token.clone(),
+            ..ctx.clone()
+        };
         let body = args.body();
         let fut = self.run_body(&inner, &body);
         tokio::pin!(fut);
@@ -736,7 +1090,11 @@ impl<'a> Interp<'a> {
             match self.run_body(ctx, &body).await {
                 Err(Flow::Throw(e)) if attempt < count && !ctx.cancel.is_cancelled() => {
                     self.log(ctx, format!("ERROR: {}", e.message)).await;
-                    self.log(ctx, format!("Retrying (attempt {} of {count})", attempt + 1)).await;
+                    self.log(
+                        ctx,
+                        format!("Retrying (attempt {} of {count})", attempt + 1),
+                    )
+                    .await;
                     attempt += 1;
                 }
                 other => return other,
@@ -746,13 +1104,21 @@ impl<'a> Interp<'a> {
 
     async fn wait_until(&self, ctx: &Ctx, args: &Args) -> R<Value> {
         let body = args.body();
-        let mut delay = Duration::from_millis(args.int("initialRecurrencePeriod", usize::MAX).unwrap_or(250).max(1) as u64);
+        let mut delay = Duration::from_millis(
+            args.int("initialRecurrencePeriod", usize::MAX)
+                .unwrap_or(250)
+                .max(1) as u64,
+        );
         loop {
             if self.run_body(ctx, &body).await?.truthy() {
                 return Ok(Value::Null);
             }
             if !args.flag("quiet") {
-                self.log(ctx, format!("Will try again after {:.2} sec", delay.as_secs_f64())).await;
+                self.log(
+                    ctx,
+                    format!("Will try again after {:.2} sec", delay.as_secs_f64()),
+                )
+                .await;
             }
             self.sleep(ctx, delay).await?;
             delay = (delay.mul_f64(1.2)).min(Duration::from_secs(15));
@@ -765,17 +1131,34 @@ impl<'a> Interp<'a> {
         } else {
             (BuildResult::Failure, BuildResult::Failure)
         };
-        let build = args.str("buildResult", usize::MAX).map(|s| BuildResult::parse(&s)).unwrap_or(Some(default_build));
-        let stage = args.str("stageResult", usize::MAX).map(|s| BuildResult::parse(&s)).unwrap_or(Some(default_stage));
+        let build = args
+            .str("buildResult", usize::MAX)
+            .map(|s| BuildResult::parse(&s))
+            .unwrap_or(Some(default_build));
+        let stage = args
+            .str("stageResult", usize::MAX)
+            .map(|s| BuildResult::parse(&s))
+            .unwrap_or(Some(default_stage));
         let message = args.str("message", if name == "warnError" { 0 } else { usize::MAX });
-        let interruptions = args.named.get("catchInterruptions").map(Value::truthy).unwrap_or(true);
+        let interruptions = args
+            .named
+            .get("catchInterruptions")
+            .map(Value::truthy)
+            .unwrap_or(true);
         match self.run_body(ctx, &args.body()).await {
-            Err(Flow::Throw(e)) if (interruptions || e.kind != ExcKind::Abort) && !(ctx.cancel.is_cancelled() && e.kind == ExcKind::Abort) => {
+            Err(Flow::Throw(e))
+                if (interruptions || e.kind != ExcKind::Abort)
+                    && !(ctx.cancel.is_cancelled() && e.kind == ExcKind::Abort) =>
+            {
                 if let Some(m) = message {
                     self.log(ctx, m).await;
                 }
                 self.log(ctx, format!("ERROR: {}", e.message)).await;
-                let result = if e.kind == ExcKind::Abort { Some(BuildResult::Aborted) } else { None };
+                let result = if e.kind == ExcKind::Abort {
+                    Some(BuildResult::Aborted)
+                } else {
+                    None
+                };
                 if let Some(b) = result.or(build) {
                     self.set_build_result(b);
                 }
@@ -797,13 +1180,21 @@ impl<'a> Interp<'a> {
             match v {
                 Value::Closure(c) => branches.push((k.to_string(), c.clone())),
                 other if k == "failFast" => fail_fast = other.truthy(),
-                other => return Err(fail(format!("parallel: branch `{k}` is not a closure but {}", other.display()))),
+                other => {
+                    return Err(fail(format!(
+                        "parallel: branch `{k}` is not a closure but {}",
+                        other.display()
+                    )));
+                }
             }
             Ok(())
         };
         for p in &args.pos {
             if let Value::Map(m) = p {
-                let entries: Vec<(String, Value)> = lock(m).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let entries: Vec<(String, Value)> = lock(m)
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 for (k, v) in entries {
                     add(&k, &v)?;
                 }
@@ -812,8 +1203,12 @@ impl<'a> Interp<'a> {
         for (k, v) in &args.named {
             add(k, v)?;
         }
-        let bodies: Vec<(String, Option<Arc<ClosureValue>>)> = branches.into_iter().map(|(k, c)| (k, Some(c))).collect();
-        self.run_branches(ctx, bodies, fail_fast, |it, bctx, body| Box::pin(async move { it.run_body(&bctx, &body).await })).await
+        let bodies: Vec<(String, Option<Arc<ClosureValue>>)> =
+            branches.into_iter().map(|(k, c)| (k, Some(c))).collect();
+        self.run_branches(ctx, bodies, fail_fast, |it, bctx, body| {
+            Box::pin(async move { it.run_body(&bctx, &body).await })
+        })
+        .await
     }
 
     /// Runs branches concurrently; with `fail_fast`, the first failure interrupts the others.
@@ -825,10 +1220,15 @@ impl<'a> Interp<'a> {
         fail_fast: bool,
         run: impl for<'s> Fn(&'s Interp<'a>, Ctx, T) -> BoxFuture<'s, R<Value>> + Send + Sync,
     ) -> R<Value> {
-        let tokens: Vec<tokio_util::sync::CancellationToken> = branches.iter().map(|_| ctx.cancel.child_token()).collect();
+        let tokens: Vec<tokio_util::sync::CancellationToken> =
+            branches.iter().map(|_| ctx.cancel.child_token()).collect();
         let mut futs = FuturesUnordered::new();
         for (i, (name, body)) in branches.into_iter().enumerate() {
-            let bctx = Ctx { cancel: tokens[i].clone(), scope: ctx.scope.child(), ..ctx.clone() };
+            let bctx = Ctx {
+                cancel: tokens[i].clone(),
+                scope: ctx.scope.child(),
+                ..ctx.clone()
+            };
             let run = &run;
             futs.push(Box::pin(async move {
                 let bctx = self.start_stage(&bctx, &name, true).await;
@@ -838,15 +1238,20 @@ impl<'a> Interp<'a> {
                     Err(Flow::Throw(e)) => Some(e.clone()),
                     _ => None,
                 };
-                self.finish_stage(&bctx, true, started, e.as_deref(), false).await;
+                self.finish_stage(&bctx, true, started, e.as_deref(), false)
+                    .await;
                 (i, name, r)
             }) as BoxFuture<'_, (usize, String, R<Value>)>);
         }
         let mut first: Option<Flow> = None;
         while let Some((i, name, r)) = futs.next().await {
             if let Err(f) = r {
-                let is_failure = matches!(&f, Flow::Throw(e) if e.kind != ExcKind::Abort) || first.is_none();
-                if fail_fast && matches!(&f, Flow::Throw(e) if e.kind != ExcKind::Abort) && first.is_none() {
+                let is_failure =
+                    matches!(&f, Flow::Throw(e) if e.kind != ExcKind::Abort) || first.is_none();
+                if fail_fast
+                    && matches!(&f, Flow::Throw(e) if e.kind != ExcKind::Abort)
+                    && first.is_none()
+                {
                     self.log(ctx, format!("Failed in branch {name}")).await;
                     for (j, t) in tokens.iter().enumerate() {
                         if j != i {
@@ -854,7 +1259,10 @@ impl<'a> Interp<'a> {
                         }
                     }
                 }
-                if first.is_none() || (is_failure && matches!(&first, Some(Flow::Throw(e)) if e.kind == ExcKind::Abort)) {
+                if first.is_none()
+                    || (is_failure
+                        && matches!(&first, Some(Flow::Throw(e)) if e.kind == ExcKind::Abort))
+                {
                     first = Some(f);
                 }
             }
@@ -868,8 +1276,23 @@ impl<'a> Interp<'a> {
     // ------------------------------------------------------------------ files
 
     /// Files under the current directory matching Ant-style `includes` and not `excludes`.
-    async fn list_files(&self, ctx: &Ctx, pod: &PodCtx, includes: &str, excludes: &str, default_excludes: bool) -> R<Vec<String>> {
-        let out = self.helper(ctx, pod, "find . \\( -type f -o -type l \\) -print", &[], None).await?;
+    async fn list_files(
+        &self,
+        ctx: &Ctx,
+        pod: &PodCtx,
+        includes: &str,
+        excludes: &str,
+        default_excludes: bool,
+    ) -> R<Vec<String>> {
+        let out = self
+            .helper(
+                ctx,
+                pod,
+                "find . \\( -type f -o -type l \\) -print",
+                &[],
+                None,
+            )
+            .await?;
         let inc = crate::glob::AntSet::new(includes)?;
         let mut exc_pat = excludes.to_string();
         if default_excludes {
@@ -887,32 +1310,60 @@ impl<'a> Interp<'a> {
 
     async fn tar_files(&self, ctx: &Ctx, pod: &PodCtx, files: &[String]) -> R<Vec<u8>> {
         let list = files.join("\n") + "\n";
-        self.helper(ctx, pod, "tar -cf - -T -", &[], Some(list.into_bytes())).await
+        self.helper(ctx, pod, "tar -cf - -T -", &[], Some(list.into_bytes()))
+            .await
     }
 
     async fn stash(&self, ctx: &Ctx, args: &Args) -> R<Value> {
-        let name = args.str("name", 0).ok_or_else(|| fail("stash: `name` is required"))?;
+        let name = args
+            .str("name", 0)
+            .ok_or_else(|| fail("stash: `name` is required"))?;
         let pod = self.require_pod(ctx, "stash")?;
-        let includes = args.str("includes", usize::MAX).unwrap_or_else(|| "**".into());
+        let includes = args
+            .str("includes", usize::MAX)
+            .unwrap_or_else(|| "**".into());
         let excludes = args.str("excludes", usize::MAX).unwrap_or_default();
-        let use_defaults = args.named.get("useDefaultExcludes").map(Value::truthy).unwrap_or(true);
-        let files = self.list_files(ctx, &pod, &includes, &excludes, use_defaults).await?;
+        let use_defaults = args
+            .named
+            .get("useDefaultExcludes")
+            .map(Value::truthy)
+            .unwrap_or(true);
+        let files = self
+            .list_files(ctx, &pod, &includes, &excludes, use_defaults)
+            .await?;
         if files.is_empty() && !args.flag("allowEmpty") {
             return Err(fail(format!("No files included in stash ‘{name}’")));
         }
-        let data = if files.is_empty() { Vec::new() } else { self.tar_files(ctx, &pod, &files).await? };
-        self.log(ctx, format!("Stashed {} file(s) as ‘{name}’", files.len())).await;
+        let data = if files.is_empty() {
+            Vec::new()
+        } else {
+            self.tar_files(ctx, &pod, &files).await?
+        };
+        self.log(ctx, format!("Stashed {} file(s) as ‘{name}’", files.len()))
+            .await;
         lock(&self.stashes).insert(name, data);
         Ok(Value::Null)
     }
 
     async fn unstash(&self, ctx: &Ctx, args: &Args) -> R<Value> {
-        let name = args.str("name", 0).ok_or_else(|| fail("unstash: `name` is required"))?;
+        let name = args
+            .str("name", 0)
+            .ok_or_else(|| fail("unstash: `name` is required"))?;
         let pod = self.require_pod(ctx, "unstash")?;
-        let data = lock(&self.stashes).get(&name).cloned().ok_or_else(|| fail(format!("No such saved stash ‘{name}’")))?;
+        let data = lock(&self.stashes)
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| fail(format!("No such saved stash ‘{name}’")))?;
         if !data.is_empty() {
             let dir = self.cwd_path(ctx, &pod).display().to_string();
-            self.helper(ctx, &pod, "mkdir -p -- \"$1\" && cd \"$1\" && tar -xf -", &[dir], Some(data)).await?;
+            self.helper(
+                ctx,
+                &pod,
+                "mkdir -p -- \"$1\" && cd \"$1\" && tar -xf -",
+                &[dir],
+                Some(data),
+            )
+            .await?;
         }
         Ok(Value::Null)
     }
@@ -924,20 +1375,34 @@ impl<'a> Interp<'a> {
             .ok_or_else(|| fail("archiveArtifacts: `artifacts` is required"))?;
         let excludes = args.str("excludes", usize::MAX).unwrap_or_default();
         let pod = self.require_pod(ctx, "archiveArtifacts")?;
-        let files = self.list_files(ctx, &pod, &pattern, &excludes, true).await?;
+        let files = self
+            .list_files(ctx, &pod, &pattern, &excludes, true)
+            .await?;
         if files.is_empty() {
             if args.flag("allowEmptyArchive") {
-                self.log(ctx, format!("No artifacts found that match the file pattern \"{pattern}\"")).await;
+                self.log(
+                    ctx,
+                    format!("No artifacts found that match the file pattern \"{pattern}\""),
+                )
+                .await;
                 return Ok(Value::Null);
             }
-            return Err(fail(format!("No artifacts found that match the file pattern \"{pattern}\". Configuration error?")));
+            return Err(fail(format!(
+                "No artifacts found that match the file pattern \"{pattern}\". Configuration error?"
+            )));
         }
         let Some(dir) = &self.opts.artifacts_dir else {
-            self.notice(NoticeLevel::Info, "archiveArtifacts: no artifacts directory was given; artifacts are not kept").await;
+            self.notice(
+                NoticeLevel::Info,
+                "archiveArtifacts: no artifacts directory was given; artifacts are not kept",
+            )
+            .await;
             return Ok(Value::Null);
         };
         let data = self.tar_files(ctx, &pod, &files).await?;
-        tokio::fs::create_dir_all(dir).await.map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         let mut child = tokio::process::Command::new("tar")
             .arg("-xf")
             .arg("-")
@@ -952,32 +1417,58 @@ impl<'a> Interp<'a> {
             use tokio::io::AsyncWriteExt as _;
             let _ = stdin.write_all(&data).await;
         }
-        let out = child.wait_with_output().await.map_err(|e| fail(format!("tar failed: {e}")))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| fail(format!("tar failed: {e}")))?;
         if !out.status.success() {
-            return Err(fail(format!("archiving failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(fail(format!(
+                "archiving failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
-        self.log(ctx, format!("Archived {} artifact(s) into {}", files.len(), dir.display())).await;
+        self.log(
+            ctx,
+            format!(
+                "Archived {} artifact(s) into {}",
+                files.len(),
+                dir.display()
+            ),
+        )
+        .await;
         Ok(Value::Null)
     }
 
     async fn junit(&self, ctx: &Ctx, args: &Args) -> R<Value> {
-        let pattern = args.str("testResults", 0).ok_or_else(|| fail("junit: `testResults` is required"))?;
+        let pattern = args
+            .str("testResults", 0)
+            .ok_or_else(|| fail("junit: `testResults` is required"))?;
         let pod = self.require_pod(ctx, "junit")?;
         let files = self.list_files(ctx, &pod, &pattern, "", false).await?;
         if files.is_empty() {
             if args.flag("allowEmptyResults") {
                 return Ok(Value::Null);
             }
-            return Err(fail("No test report files were found. Configuration error?"));
+            return Err(fail(
+                "No test report files were found. Configuration error?",
+            ));
         }
         let (mut tests, mut failures, mut skipped) = (0, 0, 0);
         for f in &files {
-            let text = String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, f).await?).into_owned();
+            let text =
+                String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, f).await?).into_owned();
             tests += text.matches("<testcase").count();
             failures += text.matches("<failure").count() + text.matches("<error").count();
             skipped += text.matches("<skipped").count();
         }
-        self.log(ctx, format!("Test results: {tests} tests, {failures} failed, {skipped} skipped ({} file(s))", files.len())).await;
+        self.log(
+            ctx,
+            format!(
+                "Test results: {tests} tests, {failures} failed, {skipped} skipped ({} file(s))",
+                files.len()
+            ),
+        )
+        .await;
         if failures > 0 && !args.flag("skipMarkingBuildUnstable") {
             self.set_stage_result(ctx, BuildResult::Unstable);
             self.set_build_result(BuildResult::Unstable);
@@ -986,7 +1477,10 @@ impl<'a> Interp<'a> {
             ("totalCount".to_string(), Value::Int(tests as i64)),
             ("failCount".to_string(), Value::Int(failures as i64)),
             ("skipCount".to_string(), Value::Int(skipped as i64)),
-            ("passCount".to_string(), Value::Int((tests - failures - skipped.min(tests - failures)) as i64)),
+            (
+                "passCount".to_string(),
+                Value::Int((tests - failures - skipped.min(tests - failures)) as i64),
+            ),
         ])))
     }
 
@@ -1041,9 +1535,20 @@ impl<'a> Interp<'a> {
 
     async fn write_secret_file(&self, ctx: &Ctx, content: &str) -> R<String> {
         let pod = self.require_pod(ctx, "withCredentials")?;
-        let path = format!("{}@tmp/secretFiles/{}-{}", pod.workspace.display(), std::process::id(), self.next_id());
-        self.helper(ctx, &pod, "umask 077 && mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"", std::slice::from_ref(&path), Some(content.as_bytes().to_vec()))
-            .await?;
+        let path = format!(
+            "{}@tmp/secretFiles/{}-{}",
+            pod.workspace.display(),
+            std::process::id(),
+            self.next_id()
+        );
+        self.helper(
+            ctx,
+            &pod,
+            "umask 077 && mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"",
+            std::slice::from_ref(&path),
+            Some(content.as_bytes().to_vec()),
+        )
+        .await?;
         Ok(path)
     }
 
@@ -1053,19 +1558,32 @@ impl<'a> Interp<'a> {
         let mut files: Vec<String> = Vec::new();
         for b in self.iterate(&bindings, Span::default())? {
             let Value::Map(m) = &b else {
-                return Err(fail(format!("withCredentials: `{}` is not a binding", b.display())));
+                return Err(fail(format!(
+                    "withCredentials: `{}` is not a binding",
+                    b.display()
+                )));
             };
             let m = lock(m).clone();
-            let get = |k: &str| m.get(k).filter(|v| !matches!(v, Value::Null)).map(Value::display);
+            let get = |k: &str| {
+                m.get(k)
+                    .filter(|v| !matches!(v, Value::Null))
+                    .map(Value::display)
+            };
             let kind = get("$step").unwrap_or_default();
-            let id = get("credentialsId").ok_or_else(|| fail(format!("withCredentials: `{kind}` needs a credentialsId")))?;
+            let id = get("credentialsId")
+                .ok_or_else(|| fail(format!("withCredentials: `{kind}` needs a credentialsId")))?;
             let c = self.credential(&id)?;
             let field = |f: &str| -> R<String> {
-                c.field(f).map(str::to_string).ok_or_else(|| fail(format!("credentials '{id}' has no `{f}`")))
+                c.field(f)
+                    .map(str::to_string)
+                    .ok_or_else(|| fail(format!("credentials '{id}' has no `{f}`")))
             };
             match kind.as_str() {
                 "string" => {
-                    let v = c.secret().map(str::to_string).ok_or_else(|| fail(format!("credentials '{id}' is not a secret text")))?;
+                    let v = c
+                        .secret()
+                        .map(str::to_string)
+                        .ok_or_else(|| fail(format!("credentials '{id}' is not a secret text")))?;
                     self.masker.add(&v);
                     vars.push((get("variable").unwrap_or_default(), v));
                 }
@@ -1089,7 +1607,9 @@ impl<'a> Interp<'a> {
                 "file" => {
                     let content = match (c.secret(), c.field("path")) {
                         (Some(s), _) => s.to_string(),
-                        (None, Some(p)) => std::fs::read_to_string(p).map_err(|e| fail(format!("credentials '{id}': cannot read {p}: {e}")))?,
+                        (None, Some(p)) => std::fs::read_to_string(p).map_err(|e| {
+                            fail(format!("credentials '{id}': cannot read {p}: {e}"))
+                        })?,
                         _ => return Err(fail(format!("credentials '{id}' is not a file"))),
                     };
                     self.masker.add(&content);
@@ -1100,7 +1620,10 @@ impl<'a> Interp<'a> {
                 "sshUserPrivateKey" => {
                     let key = field("privateKey")?;
                     self.masker.add(&key);
-                    for line in key.lines().filter(|l| l.len() > 8 && !l.starts_with("-----")) {
+                    for line in key
+                        .lines()
+                        .filter(|l| l.len() > 8 && !l.starts_with("-----"))
+                    {
                         self.masker.add(line);
                     }
                     let path = self.write_secret_file(ctx, &key).await?;
@@ -1111,20 +1634,36 @@ impl<'a> Interp<'a> {
                     if let (Some(var), Some(u)) = (get("usernameVariable"), c.field("username")) {
                         vars.push((var, u.to_string()));
                     }
-                    if let (Some(var), Some(p)) = (get("passphraseVariable"), c.field("passphrase")) {
+                    if let (Some(var), Some(p)) = (get("passphraseVariable"), c.field("passphrase"))
+                    {
                         self.masker.add(p);
                         vars.push((var, p.to_string()));
                     }
                 }
-                other => return Err(fail(format!("withCredentials: the `{other}` binding is not supported (use string, usernamePassword, usernameColonPassword, file or sshUserPrivateKey)"))),
+                other => {
+                    return Err(fail(format!(
+                        "withCredentials: the `{other}` binding is not supported (use string, usernamePassword, usernameColonPassword, file or sshUserPrivateKey)"
+                    )));
+                }
             }
         }
         let inner = ctx.with_env(vars);
         let r = self.run_body(&inner, &args.body()).await;
-        if !files.is_empty() {
-            if let Some(pod) = &ctx.pod {
-                let _ = self.run_helper(&Ctx { cancel: Default::default(), ..ctx.clone() }, pod, "rm -f -- \"$@\"", &files, None).await;
-            }
+        if !files.is_empty()
+            && let Some(pod) = &ctx.pod
+        {
+            let _ = self
+                .run_helper(
+                    &Ctx {
+                        cancel: Default::default(),
+                        ..ctx.clone()
+                    },
+                    pod,
+                    "rm -f -- \"$@\"",
+                    &files,
+                    None,
+                )
+                .await;
         }
         r
     }
@@ -1154,13 +1693,21 @@ impl<'a> Interp<'a> {
                 match url {
                     Some(url) => {
                         let branch = branch.unwrap_or_else(|| "master".into());
-                        let branch = branch.trim_start_matches("*/").trim_start_matches("refs/heads/").to_string();
+                        let branch = branch
+                            .trim_start_matches("*/")
+                            .trim_start_matches("refs/heads/")
+                            .to_string();
                         self.git_clone(ctx, id, &url, &branch).await
                     }
-                    None => Err(fail("checkout: only Git checkouts with `userRemoteConfigs: [[url: …]]` are supported")),
+                    None => Err(fail(
+                        "checkout: only Git checkouts with `userRemoteConfigs: [[url: …]]` are supported",
+                    )),
                 }
             }
-            other => Err(fail(format!("checkout: cannot check out {}", other.display()))),
+            other => Err(fail(format!(
+                "checkout: cannot check out {}",
+                other.display()
+            ))),
         }
     }
 
@@ -1180,7 +1727,10 @@ impl<'a> Interp<'a> {
             .await
             .map_err(|e| fail(format!("checkout scm: cannot run git: {e}")))?;
         if !list.status.success() {
-            return Err(fail(format!("checkout scm: git ls-files failed: {}", String::from_utf8_lossy(&list.stderr).trim())));
+            return Err(fail(format!(
+                "checkout scm: git ls-files failed: {}",
+                String::from_utf8_lossy(&list.stderr).trim()
+            )));
         }
         let mut names: Vec<u8> = Vec::new();
         for f in list.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
@@ -1209,14 +1759,35 @@ impl<'a> Interp<'a> {
                 let _ = s.write_all(&names).await;
             }
         });
-        let out = child.wait_with_output().await.map_err(|e| fail(format!("checkout scm: tar failed: {e}")))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| fail(format!("checkout scm: tar failed: {e}")))?;
         let _ = writer.await;
         if !out.status.success() {
-            return Err(fail(format!("checkout scm: tar failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            return Err(fail(format!(
+                "checkout scm: tar failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
         }
         let dir = self.cwd_path(ctx, &pod).display().to_string();
-        self.helper(ctx, &pod, "mkdir -p -- \"$1\" && cd \"$1\" && tar -xf -", &[dir], Some(out.stdout)).await?;
-        self.log(ctx, format!("Checked out {} ({})", scm.dir.display(), scm.commit.as_deref().unwrap_or("no commit"))).await;
+        self.helper(
+            ctx,
+            &pod,
+            "mkdir -p -- \"$1\" && cd \"$1\" && tar -xf -",
+            &[dir],
+            Some(out.stdout),
+        )
+        .await?;
+        self.log(
+            ctx,
+            format!(
+                "Checked out {} ({})",
+                scm.dir.display(),
+                scm.commit.as_deref().unwrap_or("no commit")
+            ),
+        )
+        .await;
         let mut m = IndexMap::new();
         if let Some(c) = &scm.commit {
             m.insert("GIT_COMMIT".to_string(), Value::Str(c.clone()));
@@ -1235,30 +1806,56 @@ impl<'a> Interp<'a> {
         cmd.env = self.step_env(ctx);
         cmd.cwd = ctx.cwd.as_ref().map(Into::into);
         let exec = runner.start(cmd).await.map_err(backend_err)?;
-        let ran = self.drive(ctx, id, exec, Show { stdout: false, stderr: true }).await?;
+        let ran = self
+            .drive(
+                ctx,
+                id,
+                exec,
+                Show {
+                    stdout: false,
+                    stderr: true,
+                },
+            )
+            .await?;
         if !ran.status.success() {
-            return Err(fail(format!("git: cloning {url} (branch {branch}) failed with {}", ran.status)));
+            return Err(fail(format!(
+                "git: cloning {url} (branch {branch}) failed with {}",
+                ran.status
+            )));
         }
-        let commit = String::from_utf8_lossy(&ran.stdout).trim().lines().last().unwrap_or("").to_string();
+        let commit = String::from_utf8_lossy(&ran.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
         lock(&self.global_env).insert("GIT_COMMIT".into(), commit.clone());
         lock(&self.global_env).insert("GIT_URL".into(), url.to_string());
         Ok(Value::map(IndexMap::from([
             ("GIT_COMMIT".to_string(), Value::Str(commit)),
-            ("GIT_BRANCH".to_string(), Value::Str(format!("origin/{branch}"))),
+            (
+                "GIT_BRANCH".to_string(),
+                Value::Str(format!("origin/{branch}")),
+            ),
             ("GIT_URL".to_string(), Value::Str(url.to_string())),
         ])))
     }
 
     async fn load(&self, ctx: &Ctx, args: &Args) -> R<Value> {
-        let path = args.str("path", 0).ok_or_else(|| fail("load: a path is required"))?;
+        let path = args
+            .str("path", 0)
+            .ok_or_else(|| fail("load: a path is required"))?;
         let pod = self.require_pod(ctx, "load")?;
-        let text = String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &path).await?).into_owned();
+        let text =
+            String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &path).await?).into_owned();
         let parsed = valet_dsl::parse(&text);
         let has_errors = parsed.has_errors();
         let Some(script) = parsed.script.filter(|_| !has_errors) else {
             let src = valet_dsl::SourceFile::new(path.clone(), text);
             let msg = valet_dsl::render_all(&parsed.diagnostics, &src);
-            return Err(fail(format!("load: {path} is not a valid pipeline script:\n{msg}")));
+            return Err(fail(format!(
+                "load: {path} is not a valid pipeline script:\n{msg}"
+            )));
         };
         let script = Arc::new(script);
         lock(&self.loaded).push(script.clone());
@@ -1268,8 +1865,15 @@ impl<'a> Interp<'a> {
                 functions.insert(f.name.name.clone(), Arc::new(f.clone()));
             }
         }
-        let module = Arc::new(crate::interp::Loaded { functions, scope: self.root.child() });
-        let inner = Ctx { scope: module.scope.clone(), module: Some(module.clone()), ..ctx.clone() };
+        let module = Arc::new(crate::interp::Loaded {
+            functions,
+            scope: self.root.child(),
+        });
+        let inner = Ctx {
+            scope: module.scope.clone(),
+            module: Some(module.clone()),
+            ..ctx.clone()
+        };
         let v = match self.exec_stmts(&inner, &script.stmts).await {
             Ok(v) | Err(Flow::Return(v)) => v,
             Err(e) => return Err(e),
@@ -1284,7 +1888,9 @@ impl<'a> Interp<'a> {
         let Value::Map(m) = def else { return };
         let m = lock(m).clone();
         let kind = m.get("$step").map(Value::display).unwrap_or_default();
-        let Some(name) = m.get("name").map(Value::display) else { return };
+        let Some(name) = m.get("name").map(Value::display) else {
+            return;
+        };
         let default = match kind.as_str() {
             "booleanParam" => Value::Bool(m.get("defaultValue").is_some_and(Value::truthy)),
             "choice" => match m.get("choices") {
@@ -1320,7 +1926,11 @@ fn pod_spec_unresolved(spec: &PodSpec) -> bool {
 
 /// A container that is certainly in the spec, for a name the plan could not resolve.
 fn fallback_container(spec: &PodSpec) -> String {
-    if spec.containers.iter().any(|c| c.name == spec.default_container) {
+    if spec
+        .containers
+        .iter()
+        .any(|c| c.name == spec.default_container)
+    {
         return spec.default_container.clone();
     }
     spec.containers

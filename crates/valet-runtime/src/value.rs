@@ -73,7 +73,11 @@ pub(crate) enum ExcKind {
 
 impl Exception {
     pub(crate) fn new(class: &str, message: impl Into<String>) -> Exception {
-        Exception { class: class.into(), message: message.into(), kind: ExcKind::Failure }
+        Exception {
+            class: class.into(),
+            message: message.into(),
+            kind: ExcKind::Failure,
+        }
     }
 
     pub(crate) fn abort(message: impl Into<String>) -> Exception {
@@ -102,7 +106,11 @@ impl Exception {
     }
 
     pub(crate) fn to_display(&self) -> String {
-        if self.message.is_empty() { self.class.clone() } else { format!("{}: {}", self.class, self.message) }
+        if self.message.is_empty() {
+            self.class.clone()
+        } else {
+            format!("{}: {}", self.class, self.message)
+        }
     }
 }
 
@@ -141,7 +149,9 @@ impl Value {
             Value::Object(o) => match o {
                 Obj::Env => "org.jenkinsci.plugins.workflow.cps.EnvActionImpl",
                 Obj::Params => "java.util.Map",
-                Obj::CurrentBuild => "org.jenkinsci.plugins.workflow.support.steps.build.RunWrapper",
+                Obj::CurrentBuild => {
+                    "org.jenkinsci.plugins.workflow.support.steps.build.RunWrapper"
+                }
                 Obj::Scm => "hudson.plugins.git.GitSCM",
                 Obj::Docker | Obj::DockerImage(_) => "org.jenkinsci.plugins.docker.workflow.Docker",
                 Obj::Class(_) => "java.lang.Class",
@@ -183,7 +193,10 @@ impl Value {
                 if m.is_empty() {
                     return "[:]".into();
                 }
-                let items: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{}", v.display_nested())).collect();
+                let items: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{}", v.display_nested()))
+                    .collect();
                 format!("[{}]", items.join(", "))
             }
             Value::Closure(_) => "groovy.lang.Closure".into(),
@@ -271,9 +284,18 @@ impl Value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => (*b).into(),
             Value::Int(i) => (*i).into(),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null),
-            Value::List(l) => serde_json::Value::Array(lock(l).iter().map(Value::to_json).collect()),
-            Value::Map(m) => serde_json::Value::Object(lock(m).iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::List(l) => {
+                serde_json::Value::Array(lock(l).iter().map(Value::to_json).collect())
+            }
+            Value::Map(m) => serde_json::Value::Object(
+                lock(m)
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect(),
+            ),
             other => serde_json::Value::String(other.display()),
         }
     }
@@ -288,7 +310,11 @@ impl Value {
             },
             serde_json::Value::String(s) => Value::Str(s.clone()),
             serde_json::Value::Array(a) => Value::list(a.iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(o) => Value::map(o.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect()),
+            serde_json::Value::Object(o) => Value::map(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), Value::from_json(v)))
+                    .collect(),
+            ),
         }
     }
 }

@@ -8,8 +8,15 @@ use valet_runtime::{BuildResult, Event, RunOptions, Secrets, Stream};
 
 /// A number no other process has in its command line.
 fn marker() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("7{:04}.{:06}", std::process::id() % 10_000, nanos % 1_000_000)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "7{:04}.{:06}",
+        std::process::id() % 10_000,
+        nanos % 1_000_000
+    )
 }
 
 /// Live (not zombie) processes whose command line contains `marker`.
@@ -20,11 +27,16 @@ fn processes_with(marker: &str) -> Vec<String> {
         if !name.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{name}/cmdline")) else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{name}/cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(marker) {
             let state = std::fs::read_to_string(format!("/proc/{name}/stat")).unwrap_or_default();
-            let zombie = state.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
+            let zombie = state
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'));
             if !zombie {
                 found.push(format!("{name}: {cmdline}"));
             }
@@ -55,12 +67,22 @@ node {
     let out = r.output();
     assert_eq!(r.outcome.result, BuildResult::Success, "{out}");
     assert!(out.contains("shell:[from-env]"), "{out}");
-    assert!(out.contains("literal:[$HOME]"), "the shell got `$HOME` as written: {out}");
+    assert!(
+        out.contains("literal:[$HOME]"),
+        "the shell got `$HOME` as written: {out}"
+    );
     assert!(out.contains(&format!("home:[{home}]")), "{out}");
-    assert!(out.contains(&format!("groovy:[{home}] [from-env]")), "{out}");
+    assert!(
+        out.contains(&format!("groovy:[{home}] [from-env]")),
+        "{out}"
+    );
     assert!(out.contains("plain x and X and $HOME"), "{out}");
     // `sh` runs with -x: the trace of each command is on stderr.
-    assert!(r.stream(Stream::Stderr).contains("+ echo shell:[from-env]"), "{}", r.stream(Stream::Stderr));
+    assert!(
+        r.stream(Stream::Stderr).contains("+ echo shell:[from-env]"),
+        "{}",
+        r.stream(Stream::Stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,11 +95,22 @@ async fn timeout_kills_the_step_process_tree() {
     .await;
     let took = started.elapsed();
     assert_ne!(r.outcome.result, BuildResult::Success);
-    assert_eq!(r.outcome.result, BuildResult::Aborted, "a timeout aborts the build, as in Jenkins");
+    assert_eq!(
+        r.outcome.result,
+        BuildResult::Aborted,
+        "a timeout aborts the build, as in Jenkins"
+    );
     assert!(took < Duration::from_secs(3), "the build took {took:?}");
-    assert!(r.outcome.error.as_deref().unwrap_or("").contains("Timeout"), "{:?}", r.outcome.error);
+    assert!(
+        r.outcome.error.as_deref().unwrap_or("").contains("Timeout"),
+        "{:?}",
+        r.outcome.error
+    );
     let left = processes_with(&m);
-    assert!(left.is_empty(), "processes of the step are still alive: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes of the step are still alive: {left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,16 +212,28 @@ node {{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_branches_run_concurrently() {
     let started = Instant::now();
-    let r = common::run("node { parallel(a: { sh 'sleep 1' }, b: { sh 'sleep 1' }, c: { sh 'sleep 1' }) }").await;
+    let r = common::run(
+        "node { parallel(a: { sh 'sleep 1' }, b: { sh 'sleep 1' }, c: { sh 'sleep 1' }) }",
+    )
+    .await;
     assert_eq!(r.outcome.result, BuildResult::Success);
-    assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_masked_even_in_pieces() {
     let mut secrets = Secrets::default();
-    secrets.load_str("token=secret\ndeploy.username=robot\ndeploy.password=hunter22\n").expect("secrets");
-    let opts = RunOptions { secrets, ..RunOptions::default() };
+    secrets
+        .load_str("token=secret\ndeploy.username=robot\ndeploy.password=hunter22\n")
+        .expect("secrets");
+    let opts = RunOptions {
+        secrets,
+        ..RunOptions::default()
+    };
     let r = common::run_with(
         r#"
 node {
@@ -223,7 +268,10 @@ node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_credentials_fail_with_the_id() {
-    let r = common::run("node { withCredentials([string(credentialsId: 'nope', variable: 'X')]) { echo 'no' } }").await;
+    let r = common::run(
+        "node { withCredentials([string(credentialsId: 'nope', variable: 'X')]) { echo 'no' } }",
+    )
+    .await;
     assert_eq!(r.outcome.result, BuildResult::Failure);
     assert!(r.outcome.error.as_deref().unwrap_or("").contains("'nope'"));
 }
@@ -245,8 +293,14 @@ node {
     let out = r.output();
     assert_eq!(r.outcome.result, BuildResult::Failure);
     // As in Jenkins, returnStdout gives the output as printed; pipelines call trim().
-    assert!(out.contains("out=[hello\n] trimmed=[hello] status=3"), "{out}");
-    assert_eq!(r.outcome.error.as_deref(), Some("script returned exit code 2"));
+    assert!(
+        out.contains("out=[hello\n] trimmed=[hello] status=3"),
+        "{out}"
+    );
+    assert_eq!(
+        r.outcome.error.as_deref(),
+        Some("script returned exit code 2")
+    );
     assert!(!out.contains("not reached"));
 }
 
@@ -274,11 +328,25 @@ pipeline {
     let out = r.output();
     assert_eq!(r.outcome.result, BuildResult::Failure, "{out}");
     assert!(out.contains("hi from one"));
-    assert!(out.contains("post always") && out.contains("post failure") && !out.contains("post success"), "{out}");
+    assert!(
+        out.contains("post always")
+            && out.contains("post failure")
+            && !out.contains("post success"),
+        "{out}"
+    );
     assert!(!out.contains("three\n"), "{out}");
-    let three = r.outcome.stages.iter().find(|s| s.path == ["Three"]).expect("stage Three");
+    let three = r
+        .outcome
+        .stages
+        .iter()
+        .find(|s| s.path == ["Three"])
+        .expect("stage Three");
     assert!(three.skipped);
-    assert!(r.events.iter().any(|e| matches!(e, Event::JobStarted { .. })));
+    assert!(
+        r.events
+            .iter()
+            .any(|e| matches!(e, Event::JobStarted { .. }))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,8 +407,12 @@ async fn cancelling_the_build_aborts_it() {
         c.cancel();
     });
     let started = Instant::now();
-    let opts = RunOptions { kill_grace: Duration::from_millis(500), ..RunOptions::default() };
-    let outcome = valet_runtime::run(&script, &source, &plan.graph, &backend, &opts, tx, cancel).await;
+    let opts = RunOptions {
+        kill_grace: Duration::from_millis(500),
+        ..RunOptions::default()
+    };
+    let outcome =
+        valet_runtime::run(&script, &source, &plan.graph, &backend, &opts, tx, cancel).await;
     assert_eq!(outcome.result, BuildResult::Aborted);
     assert!(started.elapsed() < Duration::from_secs(3));
 }

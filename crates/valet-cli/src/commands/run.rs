@@ -87,7 +87,9 @@ const EXIT_ERROR: u8 = 4;
 fn pairs(items: &[String], what: &str) -> anyhow::Result<IndexMap<String, String>> {
     let mut m = IndexMap::new();
     for i in items {
-        let (k, v) = i.split_once('=').with_context(|| format!("{what} `{i}` is not NAME=VALUE"))?;
+        let (k, v) = i
+            .split_once('=')
+            .with_context(|| format!("{what} `{i}` is not NAME=VALUE"))?;
         if k.is_empty() {
             anyhow::bail!("{what} `{i}` has no name");
         }
@@ -112,7 +114,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         eprint!("{}", compiled.render_diagnostics());
     }
     if compiled.has_errors() {
-        eprintln!("{}: not run: the pipeline has errors (exit status {EXIT_ERROR})", args.file);
+        eprintln!(
+            "{}: not run: the pipeline has errors (exit status {EXIT_ERROR})",
+            args.file
+        );
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     let (Some(script), Some(graph)) = (compiled.script.as_ref(), compiled.graph.as_ref()) else {
@@ -133,12 +138,19 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         ..RunOptions::default()
     };
     opts.artifacts_dir = Some(args.artifacts.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("valet-artifacts-{}-{}", std::process::id(), args.build_number))
+        std::env::temp_dir().join(format!(
+            "valet-artifacts-{}-{}",
+            std::process::id(),
+            args.build_number
+        ))
     }));
     let backend = match args.backend {
         BackendKind::Local => valet_local::LocalBackend::new(std::env::temp_dir(), args.keep),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let format = args.output;
     let keep = args.keep;
     let outcome = rt.block_on(async {
@@ -147,7 +159,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         let c = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nvalet: interrupted: aborting the build (Ctrl-C again to quit at once)");
+                eprintln!(
+                    "\nvalet: interrupted: aborting the build (Ctrl-C again to quit at once)"
+                );
                 c.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);
@@ -155,16 +169,16 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
         let renderer = tokio::spawn(render(rx, format, keep));
-        let outcome = valet_runtime::run(script, &compiled.source, graph, &backend, &opts, tx, cancel).await;
+        let outcome =
+            valet_runtime::run(script, &compiled.source, graph, &backend, &opts, tx, cancel).await;
         let _ = renderer.await;
         outcome
     });
-    if format == OutputFormat::Text {
-        if let Some(dir) = &opts.artifacts_dir {
-            if dir.exists() {
-                println!("Artifacts: {}", dir.display());
-            }
-        }
+    if format == OutputFormat::Text
+        && let Some(dir) = &opts.artifacts_dir
+        && dir.exists()
+    {
+        println!("Artifacts: {}", dir.display());
     }
     let code = if outcome.backend_error {
         EXIT_ERROR
@@ -181,8 +195,19 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Steps that wrap others: the live indication names the step inside instead.
 const WRAPPERS: &[&str] = &[
-    "timeout", "retry", "dir", "withEnv", "withCredentials", "catchError", "warnError", "waitUntil", "ansiColor",
-    "timestamps", "lock", "sshagent", "wrap",
+    "timeout",
+    "retry",
+    "dir",
+    "withEnv",
+    "withCredentials",
+    "catchError",
+    "warnError",
+    "waitUntil",
+    "ansiColor",
+    "timestamps",
+    "lock",
+    "sshagent",
+    "wrap",
 ];
 
 struct Running {
@@ -214,7 +239,12 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                 for step in r.values_mut() {
                     if step.last_report.elapsed() >= every && step.since.elapsed() >= every {
                         step.last_report = Instant::now();
-                        eprintln!("… still running: {}{} ({} s)", step.what, step.where_, step.since.elapsed().as_secs());
+                        eprintln!(
+                            "… still running: {}{} ({} s)",
+                            step.what,
+                            step.where_,
+                            step.since.elapsed().as_secs()
+                        );
                     }
                 }
             }
@@ -234,8 +264,17 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
             continue;
         }
         match &ev {
-            Event::BuildStarted { number, file, backend, job_name, .. } => {
-                let _ = writeln!(out, "valet: running {file} ({job_name} #{number}) on the {backend} backend");
+            Event::BuildStarted {
+                number,
+                file,
+                backend,
+                job_name,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "valet: running {file} ({job_name} #{number}) on the {backend} backend"
+                );
             }
             Event::Notice { level, message } => {
                 let tag = match level {
@@ -244,28 +283,74 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                 };
                 let _ = writeln!(out, "{tag}: {message}");
             }
-            Event::JobStarted { job, pod, workspace, label, place, .. } => {
-                let label = label.as_deref().map(|l| format!(" (label {l})")).unwrap_or_default();
-                let where_ = if keep { format!(" in {workspace}") } else { String::new() };
-                let _ = writeln!(out, "{}── {job}: pod {pod}{label}{where_}", prefix(&place.branch));
+            Event::JobStarted {
+                job,
+                pod,
+                workspace,
+                label,
+                place,
+                ..
+            } => {
+                let label = label
+                    .as_deref()
+                    .map(|l| format!(" (label {l})"))
+                    .unwrap_or_default();
+                let where_ = if keep {
+                    format!(" in {workspace}")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "{}── {job}: pod {pod}{label}{where_}",
+                    prefix(&place.branch)
+                );
             }
             Event::JobFinished { .. } => {}
-            Event::StageStarted { name, parallel_branch, place, .. } => {
+            Event::StageStarted {
+                name,
+                parallel_branch,
+                place,
+                ..
+            } => {
                 if *parallel_branch {
                     let _ = writeln!(out, "{}── branch {name}", prefix(&place.branch));
                 } else {
                     let _ = writeln!(out, "{}── stage {name}", prefix(&place.branch));
                 }
             }
-            Event::StageFinished { name, path, parallel_branch, result, skipped, duration_ms, place } => {
+            Event::StageFinished {
+                name,
+                path,
+                parallel_branch,
+                result,
+                skipped,
+                duration_ms,
+                place,
+            } => {
                 let what = if *parallel_branch { "branch" } else { "stage" };
-                let how = if *skipped { "skipped".to_string() } else { format!("{result} in {}", fmt_duration(*duration_ms)) };
+                let how = if *skipped {
+                    "skipped".to_string()
+                } else {
+                    format!("{result} in {}", fmt_duration(*duration_ms))
+                };
                 let _ = writeln!(out, "{}── {what} {name}: {how}", prefix(&place.branch));
                 stages.push((path.join(" / "), *result, *skipped, *duration_ms));
             }
-            Event::StepStarted { id, step, summary, place } => {
-                if !WRAPPERS.contains(&step.as_str()) && !matches!(step.as_str(), "echo" | "error" | "unstable") {
-                    let what = if summary.is_empty() { step.clone() } else { format!("{step} '{summary}'") };
+            Event::StepStarted {
+                id,
+                step,
+                summary,
+                place,
+            } => {
+                if !WRAPPERS.contains(&step.as_str())
+                    && !matches!(step.as_str(), "echo" | "error" | "unstable")
+                {
+                    let what = if summary.is_empty() {
+                        step.clone()
+                    } else {
+                        format!("{step} '{summary}'")
+                    };
                     let mut where_ = String::new();
                     if let Some(s) = &place.stage {
                         where_.push_str(&format!(" in stage {s}"));
@@ -275,21 +360,31 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                     }
                     running.lock().unwrap_or_else(|e| e.into_inner()).insert(
                         *id,
-                        Running { what, where_, since: Instant::now(), last_report: Instant::now() },
+                        Running {
+                            what,
+                            where_,
+                            since: Instant::now(),
+                            last_report: Instant::now(),
+                        },
                     );
                 }
             }
             Event::StepFinished { id, place, .. } => {
                 running.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
                 for s in [0u8, 1] {
-                    if let Some(rest) = partial.remove(&(Some(*id), s, place.branch.clone())) {
-                        if !rest.is_empty() {
-                            let _ = writeln!(out, "{}{rest}", prefix(&place.branch));
-                        }
+                    if let Some(rest) = partial.remove(&(Some(*id), s, place.branch.clone()))
+                        && !rest.is_empty()
+                    {
+                        let _ = writeln!(out, "{}{rest}", prefix(&place.branch));
                     }
                 }
             }
-            Event::Output { step, stream, text, place } => {
+            Event::Output {
+                step,
+                stream,
+                text,
+                place,
+            } => {
                 let s = match stream {
                     Stream::Stdout => 0u8,
                     Stream::Stderr => 1,
@@ -306,18 +401,30 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                     partial.remove(&key);
                 }
             }
-            Event::BuildFinished { result, duration_ms } => {
+            Event::BuildFinished {
+                result,
+                duration_ms,
+            } => {
                 for ((_, _, branch), rest) in partial.drain() {
                     if !rest.is_empty() {
                         let _ = writeln!(out, "{}{rest}", prefix(&branch));
                     }
                 }
                 if !stages.is_empty() {
-                    let width = stages.iter().map(|s| s.0.chars().count()).max().unwrap_or(5).max(5);
+                    let width = stages
+                        .iter()
+                        .map(|s| s.0.chars().count())
+                        .max()
+                        .unwrap_or(5)
+                        .max(5);
                     let _ = writeln!(out);
-                    let _ = writeln!(out, "{:<width$}  {:<9}  {}", "Stage", "Result", "Duration");
+                    let _ = writeln!(out, "{:<width$}  {:<9}  Duration", "Stage", "Result");
                     for (path, r, skipped, ms) in &stages {
-                        let r = if *skipped { "skipped".to_string() } else { r.to_string() };
+                        let r = if *skipped {
+                            "skipped".to_string()
+                        } else {
+                            r.to_string()
+                        };
                         let _ = writeln!(out, "{path:<width$}  {r:<9}  {}", fmt_duration(*ms));
                     }
                 }

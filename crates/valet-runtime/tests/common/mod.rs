@@ -35,13 +35,21 @@ impl Run {
     }
 
     pub fn stage_result(&self, name: &str) -> Option<valet_runtime::BuildResult> {
-        self.outcome.stages.iter().find(|s| s.path.last().map(String::as_str) == Some(name)).map(|s| s.result)
+        self.outcome
+            .stages
+            .iter()
+            .find(|s| s.path.last().map(String::as_str) == Some(name))
+            .map(|s| s.result)
     }
 }
 
 pub async fn run_with(text: &str, opts: RunOptions) -> Run {
     let parsed = valet_dsl::parse(text);
-    assert!(!parsed.has_errors(), "the test pipeline does not parse: {:?}", parsed.diagnostics);
+    assert!(
+        !parsed.has_errors(),
+        "the test pipeline does not parse: {:?}",
+        parsed.diagnostics
+    );
     let script = parsed.script.expect("a script");
     let source = valet_dsl::SourceFile::new("test.groovy", text);
     let plan = valet_plan::plan(&script, &source);
@@ -54,11 +62,27 @@ pub async fn run_with(text: &str, opts: RunOptions) -> Run {
         }
         events
     });
-    let outcome = valet_runtime::run(&script, &source, &plan.graph, &backend, &opts, tx, CancellationToken::new()).await;
+    let outcome = valet_runtime::run(
+        &script,
+        &source,
+        &plan.graph,
+        &backend,
+        &opts,
+        tx,
+        CancellationToken::new(),
+    )
+    .await;
     let events = collector.await.expect("collector");
     Run { outcome, events }
 }
 
 pub async fn run(text: &str) -> Run {
-    run_with(text, RunOptions { kill_grace: Duration::from_millis(500), ..RunOptions::default() }).await
+    run_with(
+        text,
+        RunOptions {
+            kill_grace: Duration::from_millis(500),
+            ..RunOptions::default()
+        },
+    )
+    .await
 }
