@@ -36,14 +36,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if errors > 0 {
             failed += 1;
-            eprintln!("{path}: {errors} error{}\n", if errors == 1 { "" } else { "s" });
+            eprintln!(
+                "{path}: {errors} error{}\n",
+                if errors == 1 { "" } else { "s" }
+            );
         } else if !args.quiet {
             println!("{path}: ok");
         }
     }
     let bad = failed + unreadable;
     if bad > 0 {
-        eprintln!("{bad} of {} file{} failed", args.files.len(), if args.files.len() == 1 { "" } else { "s" });
+        eprintln!(
+            "{bad} of {} file{} failed",
+            args.files.len(),
+            if args.files.len() == 1 { "" } else { "s" }
+        );
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
