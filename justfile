@@ -16,10 +16,12 @@ setup:
 build:
     cargo build -p valet-cli
 
-# The main job on an example: plan the seed-shaped Kubernetes pipeline.
+# The main job on an example: check every example, plan the seed-shaped Kubernetes
+# pipeline, then run a pipeline for real on the local backend.
 example: build
-    ./target/debug/valet check pipelines/*.groovy
+    ./target/debug/valet check --quiet pipelines/*.groovy
     ./target/debug/valet plan pipelines/k8s-maven-golang.groovy
+    ./target/debug/valet run pipelines/local-parallel-loop.groovy
 
 # Every test, the way CI runs them.
 test:
@@ -33,6 +35,18 @@ lint:
 # Benchmarks (parse and plan throughput, step overhead), each against a baseline in the same run.
 bench:
     cargo bench -p valet-benches
+
+# Parse and plan benchmarks only (per file, corpus MB/s, a typical 2 KB Jenkinsfile).
+bench-parse:
+    cargo bench -p valet-benches --bench parse
+
+# Copy pipelines/*.groovy and pipelines/invalid/*.groovy into the fuzz corpus (gitignored).
+fuzz-seed:
+    fuzz/seed-corpus.sh
+
+# Fuzz parse, plan and every rendering (needs nightly and cargo-fuzz); SECS defaults to 12 minutes.
+fuzz SECS="720": fuzz-seed
+    cargo +nightly fuzz run parse -- -max_total_time={{SECS}} -dict=fuzz/groovy.dict -max_len=4096 -timeout=5 -rss_limit_mb=2048
 
 # Snapshot review after an intended change to plans or diagnostics.
 review:
