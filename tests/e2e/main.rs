@@ -1,2 +1,3 @@
 
 mod run_pipelines;
+mod layering;

@@ -1,0 +1,59 @@
+//! The layering holds because a test holds it: dependencies between valet's crates point
+//! one way (language → plan → backend contract → adapters / runtime → CLI), the pure core
+//! knows no async runtime, and adapters never depend on each other.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+fn workspace_deps() -> BTreeMap<String, BTreeSet<String>> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
+    let mut deps = BTreeMap::new();
+    for p in meta["packages"].as_array().expect("packages") {
+        let name = p["name"].as_str().expect("name").to_string();
+        let normal: BTreeSet<String> = p["dependencies"]
+            .as_array()
+            .expect("dependencies")
+            .iter()
+            .filter(|d| d["kind"].is_null())
+            .map(|d| d["name"].as_str().expect("dep name").to_string())
+            .collect();
+        deps.insert(name, normal);
+    }
+    deps
+}
+
+#[test]
+fn dependencies_point_one_way() {
+    let deps = workspace_deps();
+    // What each crate may depend on among valet's own crates.
+    let allowed: &[(&str, &[&str])] = &[
+        ("valet-dsl", &[]),
+        ("valet-plan", &["valet-dsl"]),
+        ("valet-backend", &["valet-plan"]),
+        ("valet-local", &["valet-backend", "valet-plan"]),
+        ("valet-docker", &["valet-backend", "valet-plan"]),
+        ("valet-runtime", &["valet-backend", "valet-plan", "valet-dsl"]),
+    ];
+    for (krate, ok) in allowed {
+        let Some(actual) = deps.get(*krate) else { continue };
+        for d in actual.iter().filter(|d| d.starts_with("valet-")) {
+            assert!(ok.contains(&d.as_str()), "{krate} must not depend on {d} (allowed: {ok:?})");
+        }
+    }
+    assert!(deps.contains_key("valet-dsl") && deps.contains_key("valet-plan"), "core crates present");
+}
+
+#[test]
+fn the_pure_core_has_no_async_runtime_and_no_io_crates() {
+    let deps = workspace_deps();
+    for krate in ["valet-dsl", "valet-plan"] {
+        for banned in ["tokio", "async-trait", "bollard", "tonic", "axum", "rusqlite", "reqwest"] {
+            assert!(!deps[krate].contains(banned), "{krate} is pure and must not depend on {banned}");
+        }
+    }
+}
