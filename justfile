@@ -55,3 +55,7 @@ review:
 # How many pipelines of a folder kept outside this repository `valet check` accepts, and why it refuses the rest.
 corpus DIR: build
     scripts/corpus-check.sh {{DIR}}
+
+# Build the container images the Docker backend and its tests use (no registry needed).
+images:
+    images/build.sh

@@ -3,7 +3,11 @@
 use std::process::{Command, Output};
 
 fn valet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_valet")).args(args).current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).output().expect("valet runs")
+    Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .expect("valet runs")
 }
 
 fn text(b: &[u8]) -> String {
@@ -12,12 +16,13 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn check_passes_every_example_pipeline() {
-    let files: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines"))
-        .expect("pipelines/")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "groovy"))
-        .map(|p| p.display().to_string())
-        .collect();
+    let files: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../pipelines"))
+            .expect("pipelines/")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "groovy"))
+            .map(|p| p.display().to_string())
+            .collect();
     assert!(files.len() >= 25, "only {} example pipelines", files.len());
     let mut args = vec!["check"];
     args.extend(files.iter().map(String::as_str));
@@ -31,17 +36,31 @@ fn check_fails_on_each_invalid_pipeline_and_reports_every_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     let count = err.matches("error[").count();
-    assert!(count >= 3, "expected every independent error, got {count}:\n{err}");
-    assert!(err.contains("pipelines/invalid/semantic-several-errors.groovy:"), "{err}");
+    assert!(
+        count >= 3,
+        "expected every independent error, got {count}:\n{err}"
+    );
+    assert!(
+        err.contains("pipelines/invalid/semantic-several-errors.groovy:"),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_mixes_good_and_bad_files() {
-    let out = valet(&["check", "pipelines/local-shell-basics.groovy", "pipelines/invalid/semantic-unknown-step.groovy", "no/such/file"]);
+    let out = valet(&[
+        "check",
+        "pipelines/local-shell-basics.groovy",
+        "pipelines/invalid/semantic-unknown-step.groovy",
+        "no/such/file",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let (o, e) = (text(&out.stdout), text(&out.stderr));
     assert!(o.contains("local-shell-basics.groovy: ok"), "{o}");
-    assert!(e.contains("unknown step `shh`") && e.contains("did you mean `sh`?"), "{e}");
+    assert!(
+        e.contains("unknown step `shh`") && e.contains("did you mean `sh`?"),
+        "{e}"
+    );
     assert!(e.contains("cannot read no/such/file"), "{e}");
     assert!(e.contains("2 of 3 files failed"), "{e}");
 }
@@ -58,31 +77,61 @@ fn plan_text_shows_jobs_pods_limits_and_containers() {
 
 #[test]
 fn plan_json_is_the_documented_bill_of_materials() {
-    let out = valet(&["plan", "pipelines/k8s-maven-golang.groovy", "--format", "json"]);
+    let out = valet(&[
+        "plan",
+        "pipelines/k8s-maven-golang.groovy",
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["version"], 1);
     assert_eq!(v["form"], "scripted");
-    let images: Vec<&str> = v["jobs"][0]["pod"]["containers"].as_array().expect("containers").iter().filter_map(|c| c["image"].as_str()).collect();
+    let images: Vec<&str> = v["jobs"][0]["pod"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter_map(|c| c["image"].as_str())
+        .collect();
     assert!(images.iter().any(|i| i.starts_with("maven")), "{images:?}");
     assert!(images.iter().any(|i| i.starts_with("golang")), "{images:?}");
 }
 
 #[test]
 fn plan_dot_renders_with_graphviz() {
-    let out = valet(&["plan", "pipelines/parallel-literal-map.groovy", "--format", "dot"]);
+    let out = valet(&[
+        "plan",
+        "pipelines/parallel-literal-map.groovy",
+        "--format",
+        "dot",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let dot = text(&out.stdout);
     assert!(dot.starts_with("digraph pipeline {"), "{dot}");
-    let Ok(mut child) = Command::new("dot").arg("-Tsvg").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn() else {
+    let Ok(mut child) = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
         // `just setup` installs Graphviz; without it only the DOT text is checked.
         eprintln!("graphviz `dot` not installed: skipping the render check (run `just setup`)");
         return;
     };
     use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(dot.as_bytes()).expect("write dot");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(dot.as_bytes())
+        .expect("write dot");
     let rendered = child.wait_with_output().expect("dot runs");
-    assert!(rendered.status.success(), "dot rejected the graph: {}", text(&rendered.stderr));
+    assert!(
+        rendered.status.success(),
+        "dot rejected the graph: {}",
+        text(&rendered.stderr)
+    );
     assert!(text(&rendered.stdout).contains("<svg"));
 }
 
@@ -91,7 +140,10 @@ fn plan_refuses_an_invalid_file_with_its_diagnostic() {
     let out = valet(&["plan", "pipelines/invalid/syntax-missing-paren.groovy"]);
     assert_eq!(out.status.code(), Some(1));
     let e = text(&out.stderr);
-    assert!(e.contains("syntax-missing-paren.groovy:6:45") && e.contains("^"), "{e}");
+    assert!(
+        e.contains("syntax-missing-paren.groovy:6:45") && e.contains("^"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -99,12 +151,24 @@ fn deep_nesting_is_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("valet-deep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let file = dir.join("deep.groovy");
-    std::fs::write(&file, format!("def x = {}1{}\n", "[".repeat(10_000), "]".repeat(10_000))).expect("write");
+    std::fs::write(
+        &file,
+        format!("def x = {}1{}\n", "[".repeat(10_000), "]".repeat(10_000)),
+    )
+    .expect("write");
     let out = valet(&["check", file.to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("nested too deeply"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nested too deeply"),
+        "{}",
+        text(&out.stderr)
+    );
     let ok = dir.join("ok.groovy");
-    std::fs::write(&ok, format!("def x = {}1{}\n", "[".repeat(250), "]".repeat(250))).expect("write");
+    std::fs::write(
+        &ok,
+        format!("def x = {}1{}\n", "[".repeat(250), "]".repeat(250)),
+    )
+    .expect("write");
     let out = valet(&["check", ok.to_str().expect("utf-8 path")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(dir);

@@ -40,6 +40,9 @@ workspace under the temp directory that is removed at the end unless --keep is g
 pub(crate) enum BackendKind {
     /// Host processes in a per-build workspace (no engine needed).
     Local,
+    /// Containers on the local Docker engine: one pod = containers sharing a network
+    /// namespace and a workspace volume, with the template's CPU and memory limits.
+    Docker,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -144,13 +147,35 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             args.build_number
         ))
     }));
-    let backend = match args.backend {
-        BackendKind::Local => valet_local::LocalBackend::new(std::env::temp_dir(), args.keep),
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let backend: Box<dyn valet_backend::Backend> = match args.backend {
+        BackendKind::Local => Box::new(valet_local::LocalBackend::new(
+            std::env::temp_dir(),
+            args.keep,
+        )),
+        BackendKind::Docker => {
+            let docker = rt.block_on(async {
+                let d = valet_docker::DockerBackend::connect().await?;
+                if !d.has_base_image().await? {
+                    return Err(valet_backend::BackendError::Unavailable(
+                        "the base image valet/busybox is not built: run `just images` (images/build.sh)"
+                            .into(),
+                    ));
+                }
+                Ok(d)
+            });
+            match docker {
+                Ok(d) => Box::new(d),
+                Err(e) => {
+                    eprintln!("valet: the docker backend is not available: {e}");
+                    return Ok(ExitCode::from(EXIT_ERROR));
+                }
+            }
+        }
+    };
     let format = args.output;
     let keep = args.keep;
     let outcome = rt.block_on(async {
@@ -169,8 +194,16 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
         let renderer = tokio::spawn(render(rx, format, keep));
-        let outcome =
-            valet_runtime::run(script, &compiled.source, graph, &backend, &opts, tx, cancel).await;
+        let outcome = valet_runtime::run(
+            script,
+            &compiled.source,
+            graph,
+            backend.as_ref(),
+            &opts,
+            tx,
+            cancel,
+        )
+        .await;
         let _ = renderer.await;
         outcome
     });
