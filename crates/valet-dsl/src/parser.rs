@@ -1325,20 +1325,7 @@ impl<'s> Builder<'s> {
         let kind = match p.as_rule() {
             Rule::paren_expr => return self.expr(p.into_inner().next().expect("expression")),
             Rule::closure => ExprKind::Closure(self.closure(p)),
-            Rule::list_lit => ExprKind::List {
-                items: p.into_inner().map(|q| self.expr(q)).collect(),
-            },
-            Rule::map_lit => {
-                let mut entries = Vec::new();
-                for e in p.into_inner() {
-                    let mut it = e.into_inner();
-                    let key_pair = it.next().expect("map key");
-                    let key = self.map_key(key_pair);
-                    let value = self.expr(it.next().expect("map value"));
-                    entries.push(MapEntry { key, value });
-                }
-                ExprKind::Map { entries }
-            }
+            Rule::collection => return self.collection(p),
             Rule::kw_true => ExprKind::Bool { value: true },
             Rule::kw_false => ExprKind::Bool { value: false },
             Rule::kw_null => ExprKind::Null,
@@ -1395,29 +1382,82 @@ impl<'s> Builder<'s> {
         Expr { kind, span }
     }
 
-    fn map_key(&mut self, p: Pair<'_, Rule>) -> MapKey {
+    /// `[a, b]`, `[k: v]` or `[:]`: a map when the entries have keys, a list otherwise.
+    fn collection(&mut self, p: Pair<'_, Rule>) -> Expr {
         let span = span_of(&p);
-        let inner = p.into_inner().next().expect("map key");
-        match inner.as_rule() {
-            Rule::ident_or_kw => MapKey::Name {
-                name: inner.as_str().to_string(),
-                span,
-            },
-            Rule::number => MapKey::Name {
-                name: inner.as_str().to_string(),
-                span,
-            },
-            Rule::paren_expr => MapKey::Expr {
-                expr: self.expr(inner.into_inner().next().expect("key expression")),
-            },
-            _ => {
-                let e = self.string(inner);
-                match e.kind {
-                    ExprKind::Str { value } => MapKey::Name { name: value, span },
-                    _ => MapKey::Expr { expr: e },
+        let mut items = Vec::new();
+        let mut entries = Vec::new();
+        let mut is_map = false;
+        for q in p.into_inner() {
+            if q.as_rule() == Rule::empty_map {
+                is_map = true;
+                continue;
+            }
+            let qspan = span_of(&q);
+            let mut it = q.into_inner();
+            let first = it.next().expect("collection entry");
+            match (first.as_rule(), it.next()) {
+                (Rule::word_key, Some(v)) => {
+                    entries.push(MapEntry {
+                        key: MapKey::Name {
+                            name: first.as_str().to_string(),
+                            span: span_of(&first),
+                        },
+                        value: self.expr(v),
+                    });
+                }
+                (_, Some(v)) => {
+                    let k = self.expr(first);
+                    let key = match k.kind {
+                        ExprKind::Str { value } => MapKey::Name {
+                            name: value,
+                            span: k.span,
+                        },
+                        ExprKind::Var { name } => MapKey::Name { name, span: k.span },
+                        ExprKind::Int { value } => MapKey::Name {
+                            name: value.to_string(),
+                            span: k.span,
+                        },
+                        _ => MapKey::Expr { expr: k },
+                    };
+                    entries.push(MapEntry {
+                        key,
+                        value: self.expr(v),
+                    });
+                }
+                (_, None) => {
+                    if !entries.is_empty() {
+                        self.diags.push(
+                            Diagnostic::error(
+                                "syntax",
+                                qspan,
+                                "a map entry needs a key: `key: value`",
+                            )
+                            .with_help(
+                                "a `[…]` holds either list items or `key: value` entries, not both",
+                            ),
+                        );
+                    }
+                    items.push(self.expr(first));
                 }
             }
         }
+        if !entries.is_empty() && !items.is_empty() {
+            self.diags.push(
+                Diagnostic::error(
+                    "syntax",
+                    span,
+                    "a `[…]` mixes list items and `key: value` entries",
+                )
+                .with_help("write a list `[a, b]` or a map `[k: v]`"),
+            );
+        }
+        let kind = if is_map || !entries.is_empty() {
+            ExprKind::Map { entries }
+        } else {
+            ExprKind::List { items }
+        };
+        Expr { kind, span }
     }
 
     fn number(&mut self, text: &str, span: Span) -> ExprKind {

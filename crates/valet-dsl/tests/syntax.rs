@@ -363,3 +363,25 @@ fn one_line_if_else_and_closures_after_a_bare_name() {
             || error_of("echo 'a'\nelse { }").contains("`else` without")
     );
 }
+
+/// Inputs the fuzzer found to take exponential time (unbalanced braces after `trait`/`class`,
+/// a failing closure read twice). Each must now finish: a hang fails the test run.
+#[test]
+fn fuzz_regressions_finish() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz-regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("regression folder") {
+        let path = entry.expect("entry").path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).expect("readable")).into_owned();
+        let _ = parse(&text);
+        n += 1;
+    }
+    assert!(n > 0);
+    // The shape behind them, scaled up: 40 unbalanced braces after a `trait`.
+    let src = format!("trait T {}\n", "{ x ".repeat(40));
+    assert!(parse(&src).has_errors());
+    let src = format!("{}sh 'x\n", "if (a) {\n".repeat(40));
+    assert!(parse(&src).has_errors());
+    let src = format!("{}sh 'x\n", "node\n{\n".repeat(40));
+    assert!(parse(&src).has_errors());
+}
