@@ -10,7 +10,11 @@ fn workspace_deps() -> BTreeMap<String, BTreeSet<String>> {
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata json");
     let mut deps = BTreeMap::new();
     for p in meta["packages"].as_array().expect("packages") {
@@ -37,23 +41,45 @@ fn dependencies_point_one_way() {
         ("valet-backend", &["valet-plan"]),
         ("valet-local", &["valet-backend", "valet-plan"]),
         ("valet-docker", &["valet-backend", "valet-plan"]),
-        ("valet-runtime", &["valet-backend", "valet-plan", "valet-dsl"]),
+        (
+            "valet-runtime",
+            &["valet-backend", "valet-plan", "valet-dsl"],
+        ),
     ];
     for (krate, ok) in allowed {
-        let Some(actual) = deps.get(*krate) else { continue };
+        let Some(actual) = deps.get(*krate) else {
+            continue;
+        };
         for d in actual.iter().filter(|d| d.starts_with("valet-")) {
-            assert!(ok.contains(&d.as_str()), "{krate} must not depend on {d} (allowed: {ok:?})");
+            assert!(
+                ok.contains(&d.as_str()),
+                "{krate} must not depend on {d} (allowed: {ok:?})"
+            );
         }
     }
-    assert!(deps.contains_key("valet-dsl") && deps.contains_key("valet-plan"), "core crates present");
+    assert!(
+        deps.contains_key("valet-dsl") && deps.contains_key("valet-plan"),
+        "core crates present"
+    );
 }
 
 #[test]
 fn the_pure_core_has_no_async_runtime_and_no_io_crates() {
     let deps = workspace_deps();
     for krate in ["valet-dsl", "valet-plan"] {
-        for banned in ["tokio", "async-trait", "bollard", "tonic", "axum", "rusqlite", "reqwest"] {
-            assert!(!deps[krate].contains(banned), "{krate} is pure and must not depend on {banned}");
+        for banned in [
+            "tokio",
+            "async-trait",
+            "bollard",
+            "tonic",
+            "axum",
+            "rusqlite",
+            "reqwest",
+        ] {
+            assert!(
+                !deps[krate].contains(banned),
+                "{krate} is pure and must not depend on {banned}"
+            );
         }
     }
 }

@@ -1,3 +1,2 @@
-
-mod run_pipelines;
 mod layering;
+mod run_pipelines;

@@ -959,7 +959,7 @@ impl<'a> Interp<'a> {
         let code = exit_code(ran.status);
         if return_status {
             return Ok(if return_stdout {
-                Value::Str(String::from_utf8_lossy(&ran.stdout).into_owned())
+                Value::Str(String::from_utf8_lossy(&ran.stdout).trim().to_string())
             } else {
                 Value::Int(code)
             });
@@ -968,8 +968,10 @@ impl<'a> Interp<'a> {
             return Err(fail(format!("script returned exit code {code}")));
         }
         if return_stdout {
+            // Trimmed, as valet documents: `sh(returnStdout: true)` gives the text
+            // without surrounding whitespace, so `.trim()` in existing pipelines is harmless.
             return Ok(Value::Str(
-                String::from_utf8_lossy(&ran.stdout).into_owned(),
+                String::from_utf8_lossy(&ran.stdout).trim().to_string(),
             ));
         }
         Ok(Value::Null)

@@ -292,9 +292,9 @@ node {
     .await;
     let out = r.output();
     assert_eq!(r.outcome.result, BuildResult::Failure);
-    // As in Jenkins, returnStdout gives the output as printed; pipelines call trim().
+    // returnStdout gives the output trimmed; an extra trim() changes nothing.
     assert!(
-        out.contains("out=[hello\n] trimmed=[hello] status=3"),
+        out.contains("out=[hello] trimmed=[hello] status=3"),
         "{out}"
     );
     assert_eq!(
