@@ -223,3 +223,83 @@ fn local_pipelines() {
         insta::assert_snapshot!(run_file(path));
     });
 }
+
+/// The pipelines that are not run by `local_pipelines` say why, here: each needs something
+/// this machine's local backend cannot give. A new example that could run locally must be
+/// named `local-*.groovy` (and is then run), or this test fails.
+#[test]
+fn other_pipelines_say_why_they_are_not_run() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let mut report = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("pipelines/") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if !name.ends_with(".groovy") || name.starts_with("local-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let source = valet_dsl::SourceFile::new(name.clone(), text.clone());
+        let script = valet_dsl::parse(&text).script.expect("valid example");
+        let graph = valet_plan::plan(&script, &source).graph;
+        let mut reasons = Vec::new();
+        let images: Vec<String> = graph
+            .jobs
+            .iter()
+            .flat_map(|j| j.pod.containers.iter())
+            .filter(|c| !c.jnlp)
+            .filter_map(|c| c.image.clone())
+            .collect();
+        if !images.is_empty() {
+            reasons.push(format!("needs container images ({})", images.join(", ")));
+        }
+        if graph
+            .jobs
+            .iter()
+            .any(|j| !j.pod.yaml.is_empty() || j.pod.open)
+        {
+            reasons.push("needs a pod template defined outside the file or in YAML".to_string());
+        }
+        for (needle, why) in [
+            ("docker.", "drives a Docker engine from the pipeline"),
+            ("docker build", "builds images with the docker CLI"),
+            (
+                "valet/busybox",
+                "is run on the Docker backend by crates/valet-cli/tests/run_docker.rs",
+            ),
+            ("git url", "clones a remote repository"),
+            ("checkout", "checks out a remote repository"),
+            ("withCredentials", "needs credentials from a store"),
+            ("credentials(", "needs credentials from a store"),
+            ("input", "waits for a person to approve"),
+            ("build job", "triggers another job"),
+            ("load ", "loads files from a repository checkout"),
+            ("mvn ", "runs Maven"),
+            (
+                "make ",
+                "runs project build scripts that are not in this repository",
+            ),
+            ("./", "runs project scripts that are not in this repository"),
+            ("kubectl", "talks to a Kubernetes cluster"),
+        ] {
+            if text.contains(needle) && !reasons.iter().any(|r| r == why) {
+                reasons.push(why.to_string());
+            }
+        }
+        assert!(
+            !reasons.is_empty(),
+            "{name} gives no reason not to run on the local backend: name it local-*.groovy so it is run"
+        );
+        report.push(format!("{name}: not run: {}", reasons.join("; ")));
+    }
+    report.sort();
+    eprintln!("{}", report.join("\n"));
+    assert!(
+        report.len() >= 20,
+        "expected the non-local examples, found {}",
+        report.len()
+    );
+}
