@@ -10,7 +10,7 @@ default:
 setup:
     rustup show active-toolchain >/dev/null
     command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
-    command -v dot >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y graphviz >/dev/null 2>&1 || sudo apt-get install -y graphviz >/dev/null 2>&1) || echo "graphviz not installed: the dot render test will say so")
+    command -v dot >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y graphviz >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y graphviz >/dev/null 2>&1)) || echo "graphviz not installed: the dot render test will say so")
 
 # Build the `valet` binary (debug).
 build:

@@ -10,7 +10,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 cd "$work"
-apt-get download busybox-static >/dev/null
+# A fresh machine may have no package lists yet: refresh them once and retry.
+apt-get download busybox-static >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download busybox-static >/dev/null; }
 dpkg-deb -x busybox-static_*.deb pkg
 bin="pkg/bin/busybox"
 [ -x "$bin" ] || { echo "build.sh: no bin/busybox in busybox-static" >&2; exit 1; }
