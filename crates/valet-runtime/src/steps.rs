@@ -597,17 +597,7 @@ impl<'a> Interp<'a> {
             }
             "load" => self.load(ctx, &args).await,
             "readJSON" => {
-                let text = match args.str("text", usize::MAX) {
-                    Some(t) => t,
-                    None => {
-                        let file = args
-                            .str("file", 0)
-                            .ok_or_else(|| fail("readJSON: `file` or `text` is required"))?;
-                        let pod = self.require_pod(ctx, "readJSON")?;
-                        String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file).await?)
-                            .into_owned()
-                    }
-                };
+                let text = self.text_or_file(ctx, &args, "readJSON").await?;
                 let j: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| fail(format!("readJSON: invalid JSON: {e}")))?;
                 Ok(Value::from_json(&j))
@@ -639,17 +629,7 @@ impl<'a> Interp<'a> {
                 Ok(Value::Null)
             }
             "readProperties" => {
-                let text = match args.str("text", usize::MAX) {
-                    Some(t) => t,
-                    None => {
-                        let file = args
-                            .str("file", 0)
-                            .ok_or_else(|| fail("readProperties: `file` or `text` is required"))?;
-                        let pod = self.require_pod(ctx, "readProperties")?;
-                        String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file).await?)
-                            .into_owned()
-                    }
-                };
+                let text = self.text_or_file(ctx, &args, "readProperties").await?;
                 let mut m = IndexMap::new();
                 for line in text.lines() {
                     let l = line.trim();
@@ -1029,6 +1009,18 @@ impl<'a> Interp<'a> {
             return Err(fail(String::from_utf8_lossy(&r.stderr).trim().to_string()));
         }
         Ok(r.stdout)
+    }
+
+    /// The `text` argument of a reading step, or the content of its `file` in the workspace.
+    async fn text_or_file(&self, ctx: &Ctx, args: &Args, step: &str) -> R<String> {
+        if let Some(t) = args.str("text", usize::MAX) {
+            return Ok(t);
+        }
+        let file = args
+            .str("file", 0)
+            .ok_or_else(|| fail(format!("{step}: `file` or `text` is required")))?;
+        let pod = self.require_pod(ctx, step)?;
+        Ok(String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file).await?).into_owned())
     }
 
     async fn read_pod_file(&self, ctx: &Ctx, pod: &PodCtx, file: &str) -> R<Vec<u8>> {
