@@ -102,6 +102,34 @@ impl<'a> GraphBuilder<'a> {
         )]
     }
 
+    /// A wrapper step `name` whose body (the call's closure) runs in `container`.
+    fn in_container(
+        &mut self,
+        name: &str,
+        container: String,
+        args: IndexMap<String, Value>,
+        call: &Call,
+        span: Span,
+        ctx: &Ctx,
+    ) -> Step {
+        let mut inner = ctx.clone();
+        inner.container = Some(container);
+        let steps = call
+            .closure
+            .as_ref()
+            .map(|b| self.stmts(&b.body, &mut inner))
+            .unwrap_or_default();
+        self.step(
+            StepKind::Wrapper {
+                name: name.into(),
+                args,
+                steps,
+            },
+            span,
+            ctx,
+        )
+    }
+
     /// The step that stands, in the enclosing list, for the job `idx`.
     pub(crate) fn node_marker(&self, idx: usize, span: Span, ctx: &Ctx) -> Step {
         let mut args = IndexMap::new();
@@ -444,27 +472,10 @@ impl<'a> GraphBuilder<'a> {
                 if let (Some(job), Value::Str(n)) = (ctx.job, &cname) {
                     self.check_container(job, n, call.positional().next().unwrap_or(e).span);
                 }
-                let mut inner = ctx.clone();
-                inner.container = Some(match &cname {
-                    Value::Str(s) => s.clone(),
-                    other => other.display(),
-                });
-                let steps = call
-                    .closure
-                    .as_ref()
-                    .map(|b| self.stmts(&b.body, &mut inner))
-                    .unwrap_or_default();
+                let container = display_name(&cname);
                 let mut args = IndexMap::new();
                 args.insert("name".to_string(), cname);
-                vec![self.step(
-                    StepKind::Wrapper {
-                        name: "container".into(),
-                        args,
-                        steps,
-                    },
-                    e.span,
-                    ctx,
-                )]
+                vec![self.in_container("container", container, args, call, e.span, ctx)]
             }
             "parallel" => vec![self.parallel(call, e, ctx)],
             "sh" => {
@@ -838,24 +849,16 @@ impl<'a> GraphBuilder<'a> {
                             ..Default::default()
                         });
                     }
-                    let mut inner = ctx.clone();
-                    inner.container = Some(cname);
-                    let steps = call
-                        .closure
-                        .as_ref()
-                        .map(|b| self.stmts(&b.body, &mut inner))
-                        .unwrap_or_default();
                     let mut args = IndexMap::new();
                     args.insert("image".into(), image);
                     if let Some(a) = call.positional().next() {
                         args.insert("args".into(), self.value(a));
                     }
-                    return vec![self.step(
-                        StepKind::Wrapper {
-                            name: "docker.inside".into(),
-                            args,
-                            steps,
-                        },
+                    return vec![self.in_container(
+                        "docker.inside",
+                        cname,
+                        args,
+                        call,
                         e.span,
                         ctx,
                     )];

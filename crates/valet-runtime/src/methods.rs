@@ -1683,36 +1683,18 @@ async fn number_method(
             (Value::Int(x), Some(Value::Int(y))) if *y != 0 => Value::Int(x / y),
             _ => return Err(err("java.lang.ArithmeticException", "Division by zero")),
         },
-        "plus" => binary(
-            BinaryOp::Add,
-            recv.clone(),
-            a.first().cloned().unwrap_or(Value::Null),
-        )?,
-        "minus" => binary(
-            BinaryOp::Sub,
-            recv.clone(),
-            a.first().cloned().unwrap_or(Value::Null),
-        )?,
-        "multiply" => binary(
-            BinaryOp::Mul,
-            recv.clone(),
-            a.first().cloned().unwrap_or(Value::Null),
-        )?,
-        "div" => binary(
-            BinaryOp::Div,
-            recv.clone(),
-            a.first().cloned().unwrap_or(Value::Null),
-        )?,
-        "mod" => binary(
-            BinaryOp::Rem,
-            recv.clone(),
-            a.first().cloned().unwrap_or(Value::Null),
-        )?,
-        "power" => binary(
-            BinaryOp::Pow,
-            recv.clone(),
-            a.first().cloned().unwrap_or(Value::Null),
-        )?,
+        // Groovy's operator methods: `a.plus(b)` is `a + b`.
+        "plus" | "minus" | "multiply" | "div" | "mod" | "power" => {
+            let op = match name {
+                "plus" => BinaryOp::Add,
+                "minus" => BinaryOp::Sub,
+                "multiply" => BinaryOp::Mul,
+                "div" => BinaryOp::Div,
+                "mod" => BinaryOp::Rem,
+                _ => BinaryOp::Pow,
+            };
+            binary(op, recv.clone(), a.first().cloned().unwrap_or(Value::Null))?
+        }
         "times" => {
             let c = a.first().cloned().unwrap_or(Value::Null);
             for i in 0..(f as i64).max(0) {

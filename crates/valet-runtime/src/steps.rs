@@ -920,11 +920,7 @@ impl<'a> Interp<'a> {
         let return_stdout = args.flag("returnStdout");
         let return_status = args.flag("returnStatus");
         let pod = self.require_pod(ctx, "sh")?;
-        let runner = self.runner(ctx, &pod)?;
-        let mut cmd = Command::new(shell_argv(&script));
-        cmd.env = self.step_env(ctx);
-        cmd.cwd = ctx.cwd.as_ref().map(Into::into);
-        let exec = runner.start(cmd).await.map_err(backend_err)?;
+        let exec = self.start_step(ctx, &pod, shell_argv(&script)).await?;
         let ran = self
             .drive(
                 ctx,
@@ -1009,6 +1005,24 @@ impl<'a> Interp<'a> {
             return Err(fail(String::from_utf8_lossy(&r.stderr).trim().to_string()));
         }
         Ok(r.stdout)
+    }
+
+    /// Starts `argv` in the current container with the step's environment and directory.
+    async fn start_step<I, S>(
+        &self,
+        ctx: &Ctx,
+        pod: &PodCtx,
+        argv: I,
+    ) -> R<valet_backend::Execution>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let runner = self.runner(ctx, pod)?;
+        let mut cmd = Command::new(argv);
+        cmd.env = self.step_env(ctx);
+        cmd.cwd = ctx.cwd.as_ref().map(Into::into);
+        runner.start(cmd).await.map_err(backend_err)
     }
 
     /// The `text` argument of a reading step, or the content of its `file` in the workspace.
@@ -1794,12 +1808,10 @@ impl<'a> Interp<'a> {
 
     async fn git_clone(&self, ctx: &Ctx, id: Option<u64>, url: &str, branch: &str) -> R<Value> {
         let pod = self.require_pod(ctx, "git")?;
-        let runner = self.runner(ctx, &pod)?;
         let script = "if [ -d .git ]; then git fetch --quiet \"$1\" \"$2\" && git checkout --quiet -f FETCH_HEAD; else git clone --quiet --branch \"$2\" \"$1\" .; fi && git rev-parse HEAD";
-        let mut cmd = Command::new(["/bin/sh", "-c", script, "sh", url, branch]);
-        cmd.env = self.step_env(ctx);
-        cmd.cwd = ctx.cwd.as_ref().map(Into::into);
-        let exec = runner.start(cmd).await.map_err(backend_err)?;
+        let exec = self
+            .start_step(ctx, &pod, ["/bin/sh", "-c", script, "sh", url, branch])
+            .await?;
         let ran = self
             .drive(
                 ctx,
