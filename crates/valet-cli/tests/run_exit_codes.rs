@@ -121,3 +121,58 @@ fn help_documents_exit_codes() {
         assert!(text.contains(line), "`{line}` missing from:\n{text}");
     }
 }
+
+/// The Jenkins variables a pipeline can read: build number, job name, workspace, and — when
+/// the pipeline file sits in a git checkout — the commit and branch of that checkout.
+#[test]
+fn jenkins_variables_come_from_the_build_and_the_checkout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "feature-x"]);
+    std::fs::write(
+        dir.path().join("Jenkinsfile"),
+        "node {\n  echo \"vars ${env.BUILD_NUMBER} ${env.JOB_NAME} ${env.GIT_COMMIT} ${env.BRANCH_NAME} ${env.WORKSPACE != null}\"\n}\n",
+    )
+    .expect("write Jenkinsfile");
+    git(&["add", "Jenkinsfile"]);
+    git(&["commit", "-q", "-m", "pipeline"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let file = dir.path().join("Jenkinsfile");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["run", file.to_str().expect("utf-8 path")])
+        .output()
+        .expect("valet runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A file named `Jenkinsfile` takes its job name from its folder, as a Jenkins job from its repository.
+    let job = dir
+        .path()
+        .file_name()
+        .expect("dir name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        stdout.contains(&format!("vars 1 {job} {head} feature-x true")),
+        "{stdout}"
+    );
+}
