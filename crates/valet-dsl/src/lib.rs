@@ -6,6 +6,7 @@
 
 pub mod ast;
 pub mod diagnostic;
+mod fast;
 mod names;
 mod parser;
 mod prescan;
@@ -13,5 +14,5 @@ pub mod span;
 
 pub use diagnostic::{Diagnostic, Severity, render_all};
 pub use names::rule_name;
-pub use parser::{Limits, ParseOutput, Rule, parse, parse_with};
+pub use parser::{Limits, ParseOutput, Rule, parse, parse_fast, parse_pest, parse_with};
 pub use span::{LineCol, SourceFile, Span};

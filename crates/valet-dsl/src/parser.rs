@@ -6,6 +6,7 @@
 
 use crate::ast::*;
 use crate::diagnostic::Diagnostic;
+use crate::fast;
 use crate::names::rule_name;
 use crate::prescan;
 use crate::span::Span;
@@ -72,6 +73,26 @@ pub fn parse_with(text: &str, limits: Limits) -> ParseOutput {
             diagnostics: vec![d],
         };
     }
+    if let Some(script) = fast::parse(text) {
+        return ParseOutput {
+            script: Some(script),
+            diagnostics: Vec::new(),
+        };
+    }
+    parse_pest(text)
+}
+
+/// The fast path alone: the tree, or `None` where it leaves the file to pest. For the
+/// differential test.
+#[doc(hidden)]
+pub fn parse_fast(text: &str) -> Option<Script> {
+    fast::parse(text)
+}
+
+/// The pest grammar and its builder alone, on a text already within the limits: the
+/// specification the fast path is checked against, and the path that reports syntax errors.
+#[doc(hidden)]
+pub fn parse_pest(text: &str) -> ParseOutput {
     let pairs = match PipelineParser::parse(Rule::file, text) {
         Ok(p) => p,
         Err(_) => {
@@ -396,7 +417,7 @@ fn syntax_help(text: &str, at: usize) -> Option<String> {
 }
 
 /// Decodes the escapes of a string body. `interp` says whether `\$` is meaningful.
-fn unescape(raw: &str, at: usize, diags: &mut Vec<Diagnostic>) -> String {
+pub(crate) fn unescape(raw: &str, at: usize, diags: &mut Vec<Diagnostic>) -> String {
     if !raw.contains('\\') {
         return raw.to_string();
     }
@@ -468,7 +489,7 @@ struct Builder<'s> {
 /// Longest chain of operators, `.member`s or `else if`s in one expression or statement.
 /// Chains are loops in the grammar, but they build a tree as deep as they are long, and
 /// every later pass walks that tree recursively.
-const MAX_CHAIN: usize = 256;
+pub(crate) const MAX_CHAIN: usize = 256;
 
 fn chain_limit(span: Span, what: &str) -> Diagnostic {
     Diagnostic::error(
@@ -504,12 +525,12 @@ fn precedence(op: BinaryOp) -> (u8, bool) {
     }
 }
 
-enum Infix {
+pub(crate) enum Infix {
     Bin(BinaryOp),
     Range(bool),
 }
 
-fn infix_of(s: &str) -> Infix {
+pub(crate) fn infix_of(s: &str) -> Infix {
     use BinaryOp::*;
     let op = match s.trim() {
         "**" => Pow,
@@ -1461,6 +1482,13 @@ impl<'s> Builder<'s> {
     }
 
     fn number(&mut self, text: &str, span: Span) -> ExprKind {
+        number_kind(text, span, &mut self.diags)
+    }
+}
+
+/// The value of a number literal; an out-of-range one is reported in `diags`.
+pub(crate) fn number_kind(text: &str, span: Span, diags: &mut Vec<Diagnostic>) -> ExprKind {
+    {
         let clean: String = text.chars().filter(|c| *c != '_').collect();
         let is_float = clean.contains('.')
             || ((clean.contains('e') || clean.contains('E')) && !clean.starts_with("0x"));
@@ -1487,7 +1515,7 @@ impl<'s> Builder<'s> {
         match parsed {
             Ok(v) => ExprKind::Int { value: v },
             Err(_) => {
-                self.diags.push(
+                diags.push(
                     Diagnostic::error(
                         "number",
                         span,
@@ -1499,7 +1527,9 @@ impl<'s> Builder<'s> {
             }
         }
     }
+}
 
+impl<'s> Builder<'s> {
     /// Any string form → `Str` (no interpolation) or `GString` (with parts).
     fn string(&mut self, p: Pair<'_, Rule>) -> Expr {
         let span = span_of(&p);
@@ -1579,7 +1609,7 @@ impl<'s> Builder<'s> {
 }
 
 /// `$a.b.c` → the property chain `a.b.c`.
-fn gvar_expr(text: &str, span: Span) -> Expr {
+pub(crate) fn gvar_expr(text: &str, span: Span) -> Expr {
     let mut offset = span.start as usize + 1;
     let mut e: Option<Expr> = None;
     for part in text[1..].split('.') {
@@ -1608,12 +1638,12 @@ fn gvar_expr(text: &str, span: Span) -> Expr {
     e.expect("gstring variable")
 }
 
-type OpIter = std::iter::Peekable<
+pub(crate) type OpIter = std::iter::Peekable<
     std::iter::Zip<std::vec::IntoIter<(Infix, Span)>, std::vec::IntoIter<Expr>>,
 >;
 
 /// Precedence climbing over the flat `operand (op operand)*` list the grammar produces.
-fn climb(mut lhs: Expr, rest: &mut OpIter, min_bp: u8) -> Expr {
+pub(crate) fn climb(mut lhs: Expr, rest: &mut OpIter, min_bp: u8) -> Expr {
     loop {
         let bp = match rest.peek() {
             Some(((Infix::Bin(op), _), _)) => precedence(*op),

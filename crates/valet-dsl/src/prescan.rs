@@ -17,6 +17,13 @@ pub(crate) fn check_nesting(text: &str, max_depth: usize) -> Result<(), Diagnost
     let mut quote: Option<Quote> = None;
     while i < b.len() {
         if let Some(q) = quote {
+            // Inside a string only `\`, the quote, a line end and `$` matter.
+            while i < b.len() && !matches!(b[i], b'\\' | b'\n' | b'$') && b[i] != q.byte {
+                i += 1;
+            }
+            if i >= b.len() {
+                break;
+            }
             match q.step(b, i) {
                 QuoteStep::End(n) => {
                     quote = None;
@@ -66,11 +73,29 @@ pub(crate) fn check_nesting(text: &str, max_depth: usize) -> Result<(), Diagnost
                 }
                 i += 1;
             }
-            _ => i += 1,
+            _ => {
+                i += 1;
+                // Most bytes open, close or quote nothing: pass them in one go.
+                while i < b.len() && !INTERESTING[b[i] as usize] {
+                    i += 1;
+                }
+            }
         }
     }
     Ok(())
 }
+
+/// The bytes the scan acts on outside strings; every other byte is passed over.
+static INTERESTING: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut k = 0;
+    let bytes = b"/'\"([{)]}";
+    while k < bytes.len() {
+        t[bytes[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
 
 fn too_deep(at: usize, max_depth: usize) -> Diagnostic {
     Diagnostic::error(

@@ -32,7 +32,8 @@ pub(crate) struct GraphBuilder<'a> {
 
 #[derive(Clone, Default)]
 pub(crate) struct Ctx {
-    pub(crate) templates: Vec<Template>,
+    /// The enclosing `podTemplate`s, innermost last; shared, since every scope copies its `Ctx`.
+    pub(crate) templates: Vec<std::rc::Rc<Template>>,
     pub(crate) job: Option<usize>,
     pub(crate) container: Option<String>,
     pub(crate) path: Vec<String>,
@@ -435,7 +436,7 @@ impl<'a> GraphBuilder<'a> {
                     return vec![];
                 };
                 let mut inner = ctx.clone();
-                inner.templates.push(t);
+                inner.templates.push(std::rc::Rc::new(t));
                 self.stmts(&body.body, &mut inner)
             }
             "stage" => {
@@ -661,11 +662,12 @@ impl<'a> GraphBuilder<'a> {
         let value = self.value(label_expr);
         let found = if is_pod_label || (value.is_dynamic() && !ctx.templates.is_empty()) {
             // A label computed at run time inside a `podTemplate` is, in practice, that template's.
-            ctx.templates.last().cloned()
+            ctx.templates.last().map(|t| Template::clone(t))
         } else {
             ctx.templates
                 .iter()
                 .rev()
+                .map(|t| &**t)
                 .chain(self.all_templates.iter().rev())
                 .find(|t| {
                     t.label.as_ref() == Some(&value)

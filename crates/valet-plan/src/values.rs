@@ -23,20 +23,27 @@ pub(crate) fn dynamic(text: impl Into<String>) -> Value {
 /// One line of source: whitespace runs collapsed, cut at `max` characters.
 pub(crate) fn summary(src: &SourceFile, span: Span, max: usize) -> String {
     let text = src.slice(span);
-    let mut out = String::new();
+    let mut out = String::with_capacity(text.len().min(max + 8));
     let mut last_space = false;
+    // Characters written so far; past `max` the rest cannot show.
+    let mut n = 0;
     for c in text.chars() {
+        if n > max {
+            break;
+        }
         if c.is_whitespace() {
             if !last_space && !out.is_empty() {
                 out.push(' ');
+                n += 1;
             }
             last_space = true;
         } else {
             out.push(c);
+            n += 1;
             last_space = false;
         }
     }
-    if out.chars().count() > max {
+    if n > max {
         out = out.chars().take(max.saturating_sub(1)).collect::<String>() + "…";
     }
     out
