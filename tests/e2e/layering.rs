@@ -40,12 +40,41 @@ fn dependencies_point_one_way() {
         ("valet-plan", &["valet-dsl"]),
         ("valet-backend", &["valet-plan"]),
         ("valet-local", &["valet-backend", "valet-plan"]),
-        ("valet-docker", &["valet-backend", "valet-plan"]),
+        // The step protocol: its client implements the backend contract's `StepRunner`.
+        ("valet-agent", &["valet-backend"]),
+        (
+            "valet-docker",
+            &["valet-backend", "valet-plan", "valet-agent"],
+        ),
+        ("valet-store", &[]),
         (
             "valet-runtime",
             &["valet-backend", "valet-plan", "valet-dsl"],
         ),
+        // Orchestration: picks a backend by configuration, as the CLI does.
+        (
+            "valet-controller",
+            &[
+                "valet-store",
+                "valet-runtime",
+                "valet-backend",
+                "valet-local",
+                "valet-docker",
+                "valet-dsl",
+                "valet-plan",
+            ],
+        ),
     ];
+    // Every library crate has its place in the table: a new crate must say where it sits.
+    for name in deps.keys().filter(|n| n.starts_with("valet-")) {
+        if ["valet-cli", "valet-tests", "valet-benches"].contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            allowed.iter().any(|(k, _)| k == name),
+            "{name} has no place in the layering table of tests/e2e/layering.rs"
+        );
+    }
     for (krate, ok) in allowed {
         let Some(actual) = deps.get(*krate) else {
             continue;

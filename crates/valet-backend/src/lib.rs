@@ -113,6 +113,12 @@ pub trait ExecutionHandle: Send {
     async fn wait(&mut self) -> Result<ExitStatus, BackendError>;
     /// Ends the whole process tree: TERM, then after `grace` KILL. Returns once it is gone.
     async fn cancel(&mut self, grace: Duration) -> Result<ExitStatus, BackendError>;
+    /// Why the command ended as it did, in words, when the backend knows more than the
+    /// exit status: e.g. "container 'maven' was killed: out of memory (limit 64 MiB)",
+    /// confirmed from the engine's state. Asked after `wait` returned a failure.
+    async fn explain(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Runs commands in one container of a pod.

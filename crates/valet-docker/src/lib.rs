@@ -17,45 +17,45 @@
 //! The base image `valet/busybox:latest` is built offline by `images/build.sh` (from Debian's
 //! `busybox-static`); [`DockerBackend::ensure_base_image`] runs it when the image is missing.
 //!
-//! # Step execution: Docker exec, for now
+//! # Step execution: the valet agent
 //!
-//! Steps currently run through the Docker **exec** API: each command is wrapped as
-//! `/bin/sh -c 'echo $$ >/tmp/valet-step-<n>.pid; exec "$@"' valet-step <argv…>`, so the
-//! container needs `/bin/sh`. The exec'd process is a session and process-group leader (runc
-//! makes it one), so cancelling runs `kill -TERM -<pid>` in the same container, waits for the
-//! group to go for the grace period, then `kill -KILL -<pid>`. Exit codes come from
-//! `inspect_exec`; Docker reports a death by signal `n` as code `128 + n`, so codes 129–192
-//! are read as signals (an `exit 130` is indistinguishable from SIGINT here).
+//! Steps do not use Docker exec. Every container runs the static `valet-agent` binary as its
+//! first process (bind-mounted read-only at `/valet/bin/valet-agent`), which serves the step
+//! protocol on `/valet/run/<container>.sock`: the pod's host directory (under
+//! [`gc::pod_dir_root`], named by pod id, opened to every user so an agent running as
+//! `runAsUser` can bind there). The container's own command (the spec's `command`/`args`, else
+//! the image's `ENTRYPOINT` + `CMD`, inspected once per image) runs as the agent's child, so
+//! sidecars keep working; the agent reaps zombies and forwards TERM. A pod is ready when
+//! every agent answers. See [`agent`] and the `valet-agent` crate.
 //!
-//! **This is a stopgap.** The in-pod valet agent (DESIGN, step 5) replaces exec in a later
-//! session: a static agent binary mounted into every container that runs steps itself (exact
-//! exit status and signal, process groups without a `/bin/sh` in the image, OOM reporting).
-//!
-//! Not yet done: the agent, OOM-kill reporting, garbage collection of pods left by a crashed
-//! valet (by label), a warm pool of sandboxes, image pulls (`always_pull`, missing images are
-//! an error), spec volumes other than the workspace, ports, and the CLI wiring
-//! (`valet run --backend docker`).
+//! Not yet done: spec volumes other than the workspace, and ports.
+
+pub mod agent;
+pub mod gc;
+pub mod oom;
+mod pool;
+pub mod retry;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::container::LogOutput;
-use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, ContainerCreateResponse, HostConfig, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions,
 };
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use valet_backend::{
-    Backend, BackendError, Command, Execution, ExecutionHandle, ExitStatus, Output, Pod, PodSpec,
-    StepRunner,
-};
+use tracing::Instrument as _;
+use valet_backend::{Backend, BackendError, Pod, PodSpec, StepRunner};
 use valet_plan::model::{ContainerSpec, Value};
+
+pub use gc::LABEL_OWNER;
+use retry::{Backoff, retry, transient};
 
 /// The image of sandboxes, `jnlp` containers and containers without an image.
 pub const BASE_IMAGE: &str = "valet/busybox:latest";
@@ -67,6 +67,8 @@ pub const LABEL_POD: &str = "valet.pod";
 pub const LABEL_BUILD: &str = "valet.build";
 /// Label holding the spec container's name (`sandbox` for the sandbox).
 pub const LABEL_CONTAINER: &str = "valet.container";
+/// Label holding the warm pool's id, on the pods it made.
+pub const LABEL_POOL: &str = "valet.pool";
 /// The process limit of every container.
 pub const PIDS_LIMIT: i64 = 4096;
 
@@ -75,25 +77,101 @@ pub const PIDS_LIMIT: i64 = 4096;
 pub struct DockerBackend {
     docker: Docker,
     base_image: String,
+    /// Written on everything this backend creates, for [`gc`].
+    owner: String,
+    progress: Option<ProgressFn>,
+    pool: Option<Arc<pool::Pool>>,
+    /// The agent binary to mount; `None`: found by [`valet_agent::binary::locate`].
+    agent: Option<PathBuf>,
+    image_commands: agent::ImageCommands,
 }
+
+/// What happens while a pod starts, for a person watching (`valet run` prints it on stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// A container of the pod is being created (`sandbox` is the network holder).
+    Creating {
+        pod: String,
+        container: String,
+        image: String,
+    },
+    /// An image is missing and being pulled.
+    Pulling { image: String },
+    /// A container of the pod runs.
+    Started { pod: String, container: String },
+    /// Every container runs: the pod is ready, `took` after provisioning began.
+    Ready {
+        pod: String,
+        containers: usize,
+        took: Duration,
+        /// The pod came from the warm pool.
+        warm: bool,
+    },
+}
+
+/// Receives [`Progress`].
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 impl DockerBackend {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the
     /// API version.
     pub async fn connect() -> Result<Self, BackendError> {
-        let docker = Docker::connect_with_local_defaults()
-            .map_err(|e| BackendError::Unavailable(format!("docker: {e}")))?
-            .negotiate_version()
+        let unavailable =
+            |e: bollard::errors::Error| BackendError::Unavailable(format!("docker: {e}"));
+        let docker = Docker::connect_with_local_defaults().map_err(unavailable)?;
+        let docker = retry(&Backoff::ENGINE, "negotiate version", transient, || {
+            docker.clone().negotiate_version()
+        })
+        .await
+        .map_err(unavailable)?;
+        retry(&Backoff::ENGINE, "ping", transient, || docker.ping())
             .await
-            .map_err(|e| BackendError::Unavailable(format!("docker: {e}")))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| BackendError::Unavailable(format!("docker: {e}")))?;
+            .map_err(unavailable)?;
         Ok(DockerBackend {
             docker,
             base_image: BASE_IMAGE.to_string(),
+            owner: gc::current_owner().to_string(),
+            progress: None,
+            pool: None,
+            agent: None,
+            image_commands: Default::default(),
         })
+    }
+
+    /// Mounts this `valet-agent` binary (static) into the containers instead of the one
+    /// [`valet_agent::binary::locate`] finds.
+    pub fn with_agent(mut self, path: PathBuf) -> Self {
+        self.agent = Some(path);
+        self
+    }
+
+    /// Reports pod start-up to `f`.
+    pub fn with_progress(mut self, f: ProgressFn) -> Self {
+        self.progress = Some(f);
+        self
+    }
+
+    /// Keeps `size` ready pods per pod template (0: no pool). A template is warmed when it is
+    /// first provisioned (or by [`DockerBackend::warm`]); a pod handed out is never given
+    /// back: its teardown destroys it and the pool makes a new one in the background.
+    pub fn with_warm_pool(mut self, size: usize) -> Self {
+        self.pool = (size > 0).then(|| Arc::new(pool::Pool::new(size, size)));
+        self
+    }
+
+    /// Keeps `n` started sandboxes (with their volume and host directory) ready for pods of
+    /// any template, and no ready pods: a pod then needs only its own containers made. (The
+    /// warm pool of [`DockerBackend::with_warm_pool`] keeps them too.)
+    pub fn with_ready_sandboxes(mut self, n: usize) -> Self {
+        self.pool = (n > 0).then(|| Arc::new(pool::Pool::new(0, n)));
+        self
+    }
+
+    /// How many started sandboxes are ready for new pods.
+    pub fn ready_sandboxes(&self) -> usize {
+        self.pool
+            .as_ref()
+            .map_or(0, |p| p.ready(&pool::sandbox_spec()))
     }
 
     /// The bollard client (for inspection in tests and tools).
@@ -101,9 +179,51 @@ impl DockerBackend {
         &self.docker
     }
 
+    /// Starts filling the warm pool for `spec` (no-op without a pool).
+    pub fn warm(&self, spec: &PodSpec) {
+        if let Some(pool) = &self.pool {
+            pool.refill(self, &pool::sandbox_spec());
+            pool.refill(self, spec);
+        }
+    }
+
+    /// How many pods are ready in the warm pool for `spec`.
+    pub fn warm_ready(&self, spec: &PodSpec) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.ready(spec))
+    }
+
+    /// The pool's label value (`valet.pool`), on every pod it made.
+    pub fn warm_pool_id(&self) -> Option<&str> {
+        self.pool.as_ref().map(|p| p.id())
+    }
+
+    /// Drains the warm pool: stops refilling, waits for pods being made and removes every
+    /// ready pod. Pods handed out are their users' to tear down.
+    pub async fn shutdown(&self) -> Result<(), BackendError> {
+        match &self.pool {
+            Some(pool) => pool.drain().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Removes what valet left behind (see [`gc`]).
+    pub async fn gc(&self, scope: &gc::Scope) -> Result<gc::Removed, BackendError> {
+        gc::collect(&self.docker, scope).await
+    }
+
+    fn report(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(&p);
+        }
+    }
+
     /// Whether the base image is present on the engine.
     pub async fn has_base_image(&self) -> Result<bool, BackendError> {
-        match self.docker.inspect_image(&self.base_image).await {
+        match retry(&Backoff::ENGINE, "inspect image", transient, || {
+            self.docker.inspect_image(&self.base_image)
+        })
+        .await
+        {
             Ok(_) => Ok(true),
             Err(e) if status(&e) == Some(404) => Ok(false),
             Err(e) => Err(map_err(e)),
@@ -131,57 +251,173 @@ impl DockerBackend {
         Ok(())
     }
 
-    async fn create_and_start(
+    /// Creates a container; a missing image is pulled once, then the creation is tried again.
+    async fn create(
         &self,
         name: &str,
+        container: &str,
         body: ContainerCreateBody,
     ) -> Result<String, BackendError> {
-        let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.to_string()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(map_err)?;
-        self.docker
-            .start_container(&created.id, None)
-            .await
-            .map_err(map_err)?;
-        Ok(created.id)
+        let image = body.image.clone().unwrap_or_default();
+        match self.create_once(name, &body).await {
+            Err(e) if status(&e) == Some(404) && e.to_string().contains("No such image") => {
+                match self.pull(&image).await {
+                    Ok(()) => self.create_once(name, &body).await.map_err(map_err),
+                    Err(e) => Err(e),
+                }
+            }
+            r => r.map_err(map_err),
+        }
+        .map(|created| created.id)
+        .map_err(|e| context(e, &format!("container '{container}' could not be created")))
     }
 
+    async fn create_once(
+        &self,
+        name: &str,
+        body: &ContainerCreateBody,
+    ) -> Result<ContainerCreateResponse, bollard::errors::Error> {
+        let attempt = AtomicU32::new(0);
+        retry(&Backoff::ENGINE, "create container", transient, || async {
+            let n = attempt.fetch_add(1, Ordering::Relaxed);
+            let created = self
+                .docker
+                .create_container(
+                    Some(CreateContainerOptions {
+                        name: Some(name.to_string()),
+                        ..Default::default()
+                    }),
+                    body.clone(),
+                )
+                .await;
+            match created {
+                // An earlier attempt reached the engine after all: the container is ours.
+                Err(e) if n > 0 && status(&e) == Some(409) => {
+                    let info = self.docker.inspect_container(name, None).await?;
+                    Ok(ContainerCreateResponse {
+                        id: info.id.unwrap_or_default(),
+                        warnings: Vec::new(),
+                    })
+                }
+                r => r,
+            }
+        })
+        .await
+    }
+
+    /// Pulls `image`; without a registry this fails with the engine's reason.
+    async fn pull(&self, image: &str) -> Result<(), BackendError> {
+        self.report(Progress::Pulling {
+            image: image.to_string(),
+        });
+        // A pull that fails for a reason that may pass (a network blip) gets one more try.
+        const PULL: Backoff = Backoff {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(1),
+            max_attempts: 2,
+            max_elapsed: Duration::from_secs(5),
+        };
+        let result = retry(&PULL, "pull image", transient, || async {
+            let mut stream = self.docker.create_image(
+                Some(CreateImageOptions {
+                    from_image: Some(image.to_string()),
+                    ..Default::default()
+                }),
+                None,
+                None,
+            );
+            while let Some(item) = stream.next().await {
+                let info = item?;
+                if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                    return Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 500,
+                        message: err,
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await;
+        result.map_err(|e| {
+            let reason = match &e {
+                bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                    message.clone()
+                }
+                other => other.to_string(),
+            };
+            BackendError::Rejected(format!(
+                "image '{image}' is not on the engine and could not be pulled: {reason}"
+            ))
+        })
+    }
+
+    async fn start(&self, id: &str, container: &str) -> Result<(), BackendError> {
+        match retry(&Backoff::ENGINE, "start container", transient, || {
+            self.docker.start_container(id, None)
+        })
+        .await
+        {
+            // 304: already running (an earlier attempt got through).
+            Err(e) if status(&e) != Some(304) => Err(context(
+                map_err(e),
+                &format!("container '{container}' could not start"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates the pod's objects. The order is what the engine needs, and no more: the volume
+    /// and the sandbox first (the containers mount the one and join the other), then the
+    /// containers are created while the sandbox starts, then all start at once.
+    ///
+    /// With `prepared`, `pod` is a pod without containers whose volume, directory and running
+    /// sandbox were made ahead (by the pool): only the containers are made.
     async fn provision_into(
         &self,
-        pod: &DockerPod,
+        pod: &mut DockerPod,
         spec: &PodSpec,
         build_id: &str,
+        pool_id: Option<&str>,
+        prepared: bool,
     ) -> Result<HashMap<String, String>, BackendError> {
         let labels = |container: &str| {
-            HashMap::from([
+            let mut l = HashMap::from([
                 (LABEL_POD.to_string(), pod.id.clone()),
                 (LABEL_BUILD.to_string(), build_id.to_string()),
                 (LABEL_CONTAINER.to_string(), container.to_string()),
-            ])
+                (LABEL_OWNER.to_string(), self.owner.clone()),
+            ]);
+            if let Some(p) = pool_id {
+                l.insert(LABEL_POOL.to_string(), p.to_string());
+            }
+            l
         };
-        self.docker
-            .create_volume(VolumeCreateRequest {
-                name: Some(pod.volume.clone()),
-                labels: Some(HashMap::from([
-                    (LABEL_POD.to_string(), pod.id.clone()),
-                    (LABEL_BUILD.to_string(), build_id.to_string()),
-                ])),
-                ..Default::default()
+        let pod_id = pod.id.clone();
+        // Before anything is made: without the agent no step can run.
+        let agent_bin = self.agent_binary()?;
+        let mut volume_labels = labels("workspace");
+        volume_labels.remove(LABEL_CONTAINER);
+        let volume = async {
+            retry(&Backoff::ENGINE, "create volume", transient, || {
+                self.docker.create_volume(VolumeCreateRequest {
+                    name: Some(pod.volume.clone()),
+                    labels: Some(volume_labels.clone()),
+                    ..Default::default()
+                })
             })
             .await
-            .map_err(map_err)?;
-
-        let sandbox = self
-            .create_and_start(
-                &format!("{}-sandbox", pod.id),
+            .map_err(|e| context(map_err(e), "the workspace volume could not be created"))
+        };
+        let sandbox_name = format!("{pod_id}-sandbox");
+        let sandbox = async {
+            self.report(Progress::Creating {
+                pod: pod_id.clone(),
+                container: "sandbox".into(),
+                image: self.base_image.clone(),
+            });
+            self.create(
+                &sandbox_name,
+                "sandbox",
                 ContainerCreateBody {
                     image: Some(self.base_image.clone()),
                     entrypoint: Some(vec!["sleep".into()]),
@@ -194,19 +430,144 @@ impl DockerBackend {
                     ..Default::default()
                 },
             )
-            .await?;
+            .await
+        };
+        let dir = async {
+            let (id, owner) = (pod_id.clone(), self.owner.clone());
+            tokio::task::spawn_blocking(move || gc::create_pod_dir(&id, &owner))
+                .await
+                .map_err(|e| BackendError::Internal(e.to_string()))?
+                .map_err(|e| BackendError::Internal(format!("the pod's host directory: {e}")))
+        };
+        let (sandbox, dir) = match (prepared, pod.dir.clone()) {
+            // Joined by name: the engine resolves `container:<name>` as it does an id.
+            (true, Some(dir)) => (sandbox_name.clone(), dir),
+            _ => {
+                let (volume, sandbox, dir) = tokio::join!(volume, sandbox, dir);
+                if let Ok(d) = &dir {
+                    pod.dir = Some(d.clone());
+                }
+                volume?;
+                let sandbox = sandbox?;
+                let dir = dir?;
+                agent::open_run_dir(&dir)?;
+                (sandbox, dir)
+            }
+        };
 
-        let mut containers = HashMap::new();
-        for c in &spec.containers {
+        let (agent_bin, dir) = (&agent_bin, &dir);
+        let creates = spec.containers.iter().enumerate().map(|(i, c)| {
             let body = self.container_body(spec, c, &sandbox, &pod.volume, labels(&c.name));
-            let id = self
-                .create_and_start(&format!("{}-{}", pod.id, sanitize(&c.name)), body)
-                .await?;
-            containers.insert(c.name.clone(), id);
-        }
-        Ok(containers)
+            self.report(Progress::Creating {
+                pod: pod_id.clone(),
+                container: c.name.clone(),
+                image: body.image.clone().unwrap_or_default(),
+            });
+            let name = format!("{pod_id}-{}", sanitize(&c.name));
+            let socket = agent::socket_name(dir, i, &c.name);
+            async move {
+                let body = self
+                    .run_agent_in(body, agent_bin, dir, &socket, &c.name)
+                    .await?;
+                let id = self.create(&name, &c.name, body).await?;
+                Ok::<_, BackendError>((c.name.clone(), id))
+            }
+        });
+        let start_sandbox = async {
+            if prepared {
+                return Ok(());
+            }
+            self.start(&sandbox, "sandbox").await?;
+            self.report(Progress::Started {
+                pod: pod_id.clone(),
+                container: "sandbox".into(),
+            });
+            Ok::<_, BackendError>(())
+        };
+        let (created, started) = tokio::join!(futures::future::join_all(creates), start_sandbox);
+        let created: Vec<(String, String)> = created.into_iter().collect::<Result<_, _>>()?;
+        started?;
+
+        let pod_id = &pod_id;
+        let starts = created.iter().map(|(name, id)| async move {
+            self.start(id, name).await?;
+            self.report(Progress::Started {
+                pod: pod_id.clone(),
+                container: name.clone(),
+            });
+            Ok::<_, BackendError>(())
+        });
+        futures::future::join_all(starts)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()?;
+        Ok(created.into_iter().collect())
     }
 
+    /// Provisions a pod on the engine (the cold path).
+    async fn provision_cold(
+        &self,
+        spec: &PodSpec,
+        build_id: &str,
+        pool_id: Option<&str>,
+    ) -> Result<DockerPod, BackendError> {
+        // A sandbox the pool started ahead saves its start, the longest call of the cold
+        // path (pool pods make their own: the pool's sandboxes are for new templates).
+        let prepared = match (&self.pool, pool_id) {
+            (Some(pool), None) if !spec.containers.is_empty() => pool.take_sandbox(self),
+            _ => None,
+        };
+        let is_prepared = prepared.is_some();
+        let mut pod = prepared.unwrap_or_else(|| {
+            let id = pod_id(&spec.name);
+            DockerPod {
+                docker: self.docker.clone(),
+                volume: format!("{id}-workspace"),
+                id,
+                dir: None,
+                containers: HashMap::new(),
+            }
+        });
+        let id = pod.id.clone();
+        let span = tracing::debug_span!("provision", pod = %id, build = build_id);
+        match self
+            .provision_into(&mut pod, spec, build_id, pool_id, is_prepared)
+            .instrument(span)
+            .await
+        {
+            Ok(mut containers) => {
+                // Ready when every container's agent answers.
+                let dir = pod.dir.clone().unwrap_or_default();
+                let expected = spec
+                    .containers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| {
+                        let id = containers.remove(&c.name)?;
+                        let socket = agent::socket_name(&dir, i, &c.name);
+                        Some((c.name.clone(), id, socket, c.resources.limit_memory_bytes))
+                    })
+                    .collect();
+                let ready = agent::connect_all(&self.docker, &dir, expected)
+                    .instrument(tracing::debug_span!("agents ready", pod = %id))
+                    .await;
+                match ready {
+                    Ok(runners) => {
+                        pod.containers = runners;
+                        Ok(pod)
+                    }
+                    Err(e) => {
+                        let _ = pod.teardown().await;
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = pod.teardown().await;
+                Err(e)
+            }
+        }
+    }
     fn container_body(
         &self,
         spec: &PodSpec,
@@ -219,17 +580,10 @@ impl DockerBackend {
             Some(image) if !c.jnlp && !image.is_empty() => image.clone(),
             _ => self.base_image.clone(),
         };
-        // Kubernetes semantics: `command` replaces the entrypoint, `args` the cmd. A container
-        // that says nothing is kept alive with `sleep` so steps can be exec'd into it.
-        let command = c.command.as_ref().map(strings).filter(|v| !v.is_empty());
-        let args = c.args.as_ref().map(strings).filter(|v| !v.is_empty());
-        let (entrypoint, cmd) = match (command, args) {
-            (None, None) => (
-                Some(vec!["sleep".to_string()]),
-                Some(vec!["2147483647".to_string()]),
-            ),
-            (command, args) => (command, args),
-        };
+        // Kubernetes semantics: `command` replaces the entrypoint, `args` the cmd; neither
+        // keeps the image's. [`agent`] then makes the result the agent's child.
+        let entrypoint = c.command.as_ref().map(strings).filter(|v| !v.is_empty());
+        let cmd = c.args.as_ref().map(strings).filter(|v| !v.is_empty());
         let env: Vec<String> = spec
             .env
             .iter()
@@ -288,32 +642,21 @@ impl Backend for DockerBackend {
         spec: &PodSpec,
         build_id: &str,
     ) -> Result<Box<dyn Pod>, BackendError> {
-        let id = pod_id(&spec.name);
-        let mut pod = DockerPod {
-            docker: self.docker.clone(),
-            volume: format!("{id}-workspace"),
-            id,
-            containers: HashMap::new(),
+        let began = Instant::now();
+        let (pod, warm) = match &self.pool {
+            Some(pool) => match pool.take(self, spec) {
+                Some(pod) => (pod, true),
+                None => (self.provision_cold(spec, build_id, None).await?, false),
+            },
+            None => (self.provision_cold(spec, build_id, None).await?, false),
         };
-        match self.provision_into(&pod, spec, build_id).await {
-            Ok(containers) => {
-                pod.containers = containers
-                    .into_iter()
-                    .map(|(name, id)| {
-                        let runner: Arc<dyn StepRunner> = Arc::new(DockerRunner {
-                            docker: self.docker.clone(),
-                            container: id,
-                        });
-                        (name, runner)
-                    })
-                    .collect();
-                Ok(Box::new(pod))
-            }
-            Err(e) => {
-                let _ = pod.teardown().await;
-                Err(e)
-            }
-        }
+        self.report(Progress::Ready {
+            pod: pod.id.clone(),
+            containers: pod.containers.len(),
+            took: began.elapsed(),
+            warm,
+        });
+        Ok(Box::new(pod))
     }
 }
 
@@ -322,6 +665,8 @@ pub struct DockerPod {
     docker: Docker,
     id: String,
     volume: String,
+    /// The pod's host directory (under [`gc::pod_dir_root`]), once made.
+    dir: Option<PathBuf>,
     containers: HashMap<String, Arc<dyn StepRunner>>,
 }
 
@@ -329,6 +674,11 @@ impl DockerPod {
     /// The name of the pod's workspace volume.
     pub fn volume(&self) -> &str {
         &self.volume
+    }
+
+    /// The pod's directory on the host, where the agents' sockets live.
+    pub fn host_dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 }
 
@@ -348,22 +698,25 @@ impl Pod for DockerPod {
         })
     }
 
+    /// Removes the pod's containers (found by label, so also those of a provisioning that
+    /// failed half-way), its volume and its host directory.
+    #[tracing::instrument(level = "debug", skip(self), fields(pod = %self.id))]
     async fn teardown(&self) -> Result<(), BackendError> {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![format!("{LABEL_POD}={}", self.id)],
         )]);
-        let found = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
+        let found = retry(&Backoff::ENGINE, "list containers", transient, || {
+            self.docker.list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(filters),
+                filters: Some(filters.clone()),
                 ..Default::default()
             }))
-            .await
-            .map_err(map_err)?;
-        // The pod's containers first, the sandbox (whose namespace they join) last.
-        let mut ids: Vec<(bool, String)> = found
+        })
+        .await
+        .map_err(map_err)?;
+        // The pod's containers first (all at once), the sandbox (whose namespace they join) last.
+        let (sandboxes, members): (Vec<_>, Vec<_>) = found
             .into_iter()
             .filter_map(|c| {
                 let sandbox = c
@@ -373,284 +726,22 @@ impl Pod for DockerPod {
                     .is_some_and(|n| n == "sandbox");
                 c.id.map(|id| (sandbox, id))
             })
-            .collect();
-        ids.sort();
-        for (_, id) in ids {
-            match self
-                .docker
-                .remove_container(
-                    &id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        v: true,
-                        ..Default::default()
-                    }),
-                )
-                .await
-            {
-                Ok(()) => {}
-                Err(e) if matches!(status(&e), Some(404) | Some(409)) => {}
-                Err(e) => return Err(map_err(e)),
+            .partition(|(sandbox, _)| *sandbox);
+        for group in [members, sandboxes] {
+            let removals = group
+                .iter()
+                .map(|(_, id)| gc::remove_container(&self.docker, id));
+            for r in futures::future::join_all(removals).await {
+                r?;
             }
         }
-        match self
-            .docker
-            .remove_volume(&self.volume, Some(RemoveVolumeOptions { force: true }))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if status(&e) == Some(404) => Ok(()),
-            Err(e) => Err(map_err(e)),
+        gc::remove_volume(&self.docker, &self.volume).await?;
+        if let Some(dir) = &self.dir {
+            gc::remove_pod_dir(dir)
+                .map_err(|e| BackendError::Internal(format!("removing {}: {e}", dir.display())))?;
         }
+        Ok(())
     }
-}
-
-static STEP: AtomicU64 = AtomicU64::new(0);
-
-/// Runs commands in one container with Docker exec.
-struct DockerRunner {
-    docker: Docker,
-    container: String,
-}
-
-#[async_trait::async_trait]
-impl StepRunner for DockerRunner {
-    async fn start(&self, cmd: Command) -> Result<Execution, BackendError> {
-        if cmd.argv.is_empty() {
-            return Err(BackendError::Rejected("empty command".into()));
-        }
-        let n = STEP.fetch_add(1, Ordering::Relaxed);
-        let pid_file = format!("/tmp/valet-step-{}-{n}.pid", std::process::id());
-        let mut argv = vec![
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            format!("echo $$ >{pid_file}; exec \"$@\""),
-            "valet-step".to_string(),
-        ];
-        argv.extend(cmd.argv.iter().cloned());
-        let cwd = match &cmd.cwd {
-            Some(p) if p.is_absolute() => p.clone(),
-            Some(p) => Path::new(WORKSPACE).join(p),
-            None => PathBuf::from(WORKSPACE),
-        };
-        let env: Vec<String> = cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let exec = self
-            .docker
-            .create_exec(
-                &self.container,
-                ExecConfig {
-                    attach_stdin: Some(cmd.stdin.is_some()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    env: Some(env),
-                    cmd: Some(argv),
-                    user: cmd.user.clone(),
-                    working_dir: Some(cwd.to_string_lossy().into_owned()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(map_err)?
-            .id;
-        let started = self
-            .docker
-            .start_exec(
-                &exec,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(map_err)?;
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = started
-        else {
-            return Err(BackendError::Internal("exec started detached".into()));
-        };
-        if let Some(data) = cmd.stdin {
-            tokio::spawn(async move {
-                let _ = input.write_all(&data).await;
-                let _ = input.shutdown().await;
-            });
-        } else {
-            drop(input);
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let reader = tokio::spawn(async move {
-            let mut tx = Some(tx);
-            while let Some(item) = output.next().await {
-                let chunk = match item {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        Output::Stdout(message)
-                    }
-                    Ok(LogOutput::StdErr { message }) => Output::Stderr(message),
-                    Ok(LogOutput::StdIn { .. }) => continue,
-                    Err(_) => break,
-                };
-                if let Some(sender) = &tx
-                    && sender.send(chunk).await.is_err()
-                {
-                    tx = None;
-                }
-            }
-        });
-        Ok(Execution {
-            output: rx,
-            handle: Box::new(DockerExecution {
-                docker: self.docker.clone(),
-                container: self.container.clone(),
-                exec,
-                pid_file,
-                reader: Some(reader),
-                status: None,
-            }),
-        })
-    }
-}
-
-struct DockerExecution {
-    docker: Docker,
-    container: String,
-    exec: String,
-    pid_file: String,
-    reader: Option<tokio::task::JoinHandle<()>>,
-    status: Option<ExitStatus>,
-}
-
-impl DockerExecution {
-    /// Runs a short helper command in the step's container and returns its exit code.
-    async fn helper(&self, script: String) -> Result<i64, BackendError> {
-        let exec = self
-            .docker
-            .create_exec(
-                &self.container,
-                ExecConfig {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(vec!["/bin/sh".into(), "-c".into(), script]),
-                    user: Some("0".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(map_err)?
-            .id;
-        if let StartExecResults::Attached { mut output, .. } =
-            self.docker.start_exec(&exec, None).await.map_err(map_err)?
-        {
-            while output.next().await.is_some() {}
-        }
-        exec_exit_code(&self.docker, &exec).await
-    }
-
-    /// The process-group id of the step, once its wrapper has written it.
-    async fn pid(&self) -> Result<Option<u32>, BackendError> {
-        let exec = self
-            .docker
-            .create_exec(
-                &self.container,
-                ExecConfig {
-                    attach_stdout: Some(true),
-                    cmd: Some(vec!["cat".into(), self.pid_file.clone()]),
-                    user: Some("0".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(map_err)?
-            .id;
-        let mut text = Vec::new();
-        if let StartExecResults::Attached { mut output, .. } =
-            self.docker.start_exec(&exec, None).await.map_err(map_err)?
-        {
-            while let Some(Ok(chunk)) = output.next().await {
-                if let LogOutput::StdOut { message } = chunk {
-                    text.extend_from_slice(&message);
-                }
-            }
-        }
-        Ok(String::from_utf8_lossy(&text).trim().parse().ok())
-    }
-}
-
-#[async_trait::async_trait]
-impl ExecutionHandle for DockerExecution {
-    async fn wait(&mut self) -> Result<ExitStatus, BackendError> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        if let Some(reader) = &mut self.reader {
-            let _ = reader.await;
-            self.reader = None;
-        }
-        let code = exec_exit_code(&self.docker, &self.exec).await?;
-        let status = match code {
-            129..=192 => ExitStatus::Signal((code - 128) as i32),
-            c => ExitStatus::Code(c as i32),
-        };
-        self.status = Some(status);
-        let _ = self.helper(format!("rm -f {}", self.pid_file)).await;
-        Ok(status)
-    }
-
-    async fn cancel(&mut self, grace: Duration) -> Result<ExitStatus, BackendError> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
-        if self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
-            // The wrapper writes its pid first thing; give it a moment if it has not yet.
-            let mut pid = None;
-            for _ in 0..20 {
-                pid = self.pid().await?;
-                if pid.is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            if let Some(pid) = pid {
-                let deadline = tokio::time::Instant::now() + grace;
-                self.helper(format!("kill -TERM -{pid} 2>/dev/null; true"))
-                    .await?;
-                loop {
-                    // Gone when no process of the group is left.
-                    if self.helper(format!("kill -0 -{pid} 2>/dev/null")).await? != 0 {
-                        break;
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        self.helper(format!("kill -KILL -{pid} 2>/dev/null; true"))
-                            .await?;
-                        break;
-                    }
-                    tokio::time::sleep(
-                        Duration::from_millis(50).min(deadline - tokio::time::Instant::now()),
-                    )
-                    .await;
-                }
-            }
-        }
-        self.wait().await
-    }
-}
-
-/// The exit code of a finished exec (waiting briefly for Docker to record it).
-async fn exec_exit_code(docker: &Docker, exec: &str) -> Result<i64, BackendError> {
-    for _ in 0..200 {
-        let info = docker.inspect_exec(exec).await.map_err(map_err)?;
-        if info.running != Some(true)
-            && let Some(code) = info.exit_code
-        {
-            return Ok(code);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Err(BackendError::Lost(format!(
-        "exec {exec} did not report an exit code"
-    )))
 }
 
 fn status(e: &bollard::errors::Error) -> Option<u16> {
@@ -660,12 +751,29 @@ fn status(e: &bollard::errors::Error) -> Option<u16> {
     }
 }
 
+/// An engine error as a backend error, in the engine's words (its message, without
+/// bollard's "Docker responded with status code" wrapping).
 fn map_err(e: bollard::errors::Error) -> BackendError {
+    let text = match &e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
     match status(&e) {
-        Some(404) => BackendError::NotFound(e.to_string()),
-        Some(400) | Some(409) => BackendError::Rejected(e.to_string()),
-        Some(_) => BackendError::Internal(e.to_string()),
-        None => BackendError::Unavailable(e.to_string()),
+        Some(404) => BackendError::NotFound(text),
+        Some(400..=499) => BackendError::Rejected(text),
+        Some(_) => BackendError::Internal(text),
+        None => BackendError::Unavailable(format!("docker: {text}")),
+    }
+}
+
+/// `e` with `what` in front of its message, keeping its kind.
+fn context(e: BackendError, what: &str) -> BackendError {
+    match e {
+        BackendError::Unavailable(m) => BackendError::Unavailable(format!("{what}: {m}")),
+        BackendError::Rejected(m) => BackendError::Rejected(format!("{what}: {m}")),
+        BackendError::NotFound(m) => BackendError::NotFound(format!("{what}: {m}")),
+        BackendError::Lost(m) => BackendError::Lost(format!("{what}: {m}")),
+        BackendError::Internal(m) => BackendError::Internal(format!("{what}: {m}")),
     }
 }
 

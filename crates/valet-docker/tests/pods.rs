@@ -70,11 +70,13 @@ async fn two_containers_share_files_and_localhost() {
     let out = run(&*pod, "client", "cat /workspace/note.txt").await;
     assert_eq!(out.stdout, "from-server\n");
 
-    // A listener on 8080 in one container, reached on 127.0.0.1 from the other.
+    // A listener on 8080 in one container, reached on 127.0.0.1 from the other. Its stdin
+    // stays open for a while: busybox nc closes the connection when its stdin ends, which
+    // could race the client's bytes.
     let listener = pod
         .runner("server")
         .expect("runner")
-        .start(Command::shell("nc -l -p 8080"))
+        .start(Command::shell("sleep 3 | nc -l -p 8080"))
         .await
         .expect("start the listener");
     let out = run(

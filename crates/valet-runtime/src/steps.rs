@@ -272,6 +272,8 @@ struct Ran {
     status: ExitStatus,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    /// The backend's words for a failure (an out-of-memory kill), when it has them.
+    reason: Option<String>,
 }
 
 fn default_spec() -> PodSpec {
@@ -906,10 +908,16 @@ impl<'a> Interp<'a> {
             .await;
         self.output(ctx, step, Stream::Stderr, &mut err_mask, b"", true)
             .await;
+        let reason = if status.success() {
+            None
+        } else {
+            handle.explain().await
+        };
         Ok(Ran {
             status,
             stdout,
             stderr,
+            reason,
         })
     }
 
@@ -941,7 +949,10 @@ impl<'a> Interp<'a> {
             });
         }
         if code != 0 {
-            return Err(fail(format!("script returned exit code {code}")));
+            return Err(fail(match ran.reason {
+                Some(reason) => format!("{reason} (script returned exit code {code})"),
+                None => format!("script returned exit code {code}"),
+            }));
         }
         if return_stdout {
             // Trimmed, as valet documents: `sh(returnStdout: true)` gives the text

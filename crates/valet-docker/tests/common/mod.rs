@@ -1,4 +1,5 @@
-//! Shared by the Docker tests: a connected backend with the base image built.
+//! Shared by the Docker tests: a connected backend with the base image and the static
+//! `valet-agent` built.
 //!
 //! Docker is required: every machine of the project has it, so an unreachable engine fails
 //! the tests (with a message saying so) rather than skipping them.
@@ -9,13 +10,29 @@ use std::path::PathBuf;
 use valet_docker::DockerBackend;
 
 static IMAGE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+static AGENT: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
+
+/// The static agent binary, built (release, `+crt-static`) once per machine if missing or
+/// stale: test processes share the build through a file lock.
+pub async fn agent() -> PathBuf {
+    AGENT
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(valet_agent::binary::build_static)
+                .await
+                .expect("the agent build thread")
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .await
+        .clone()
+}
 
 /// `images/build.sh` of the repository.
 pub fn build_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../images/build.sh")
 }
 
-/// A backend on the local engine; builds `valet/busybox` once per test process if missing.
+/// A backend on the local engine; builds `valet/busybox` once per test process if missing,
+/// and the agent.
 pub async fn backend() -> DockerBackend {
     let backend = DockerBackend::connect().await.unwrap_or_else(|e| {
         panic!(
@@ -33,5 +50,5 @@ pub async fn backend() -> DockerBackend {
                 });
         })
         .await;
-    backend
+    backend.with_agent(agent().await)
 }

@@ -1,0 +1,31 @@
+//! `valet-agent`: how valet runs steps inside a container.
+//!
+//! Every container of a pod runs the static `valet-agent` binary as its first process. It
+//! serves the `StepRunner` gRPC service of `proto/agent.proto` on a unix socket: each step
+//! is a process group of its own whose stdout and stderr stream back with backpressure and
+//! a cap, whose end is an exit code or a signal, and which cancel kills entirely (TERM,
+//! grace, KILL). The agent reaps every zombie (PID 1, or a child subreaper on a host),
+//! starts the container's own command as a child when it has one, and forwards TERM and INT.
+//!
+//! * [`server`]: the agent's side (the binary in `src/main.rs` is a thin shell around it);
+//! * [`reaper`]: the single `waitpid` loop;
+//! * [`client`] (feature `client`): [`client::AgentRunner`], a `valet_backend::StepRunner`
+//!   over the socket, for any backend whose containers run the agent;
+//! * [`binary`]: where the binary is ([`binary::locate`]) and building it statically.
+//!
+//! Not here: how containers are made or how the socket reaches the host (the backends).
+
+pub mod binary;
+#[cfg(feature = "client")]
+pub mod client;
+pub mod reaper;
+pub mod server;
+
+/// The generated protocol types (`valet.agent.v1`).
+#[allow(unreachable_pub, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("valet.agent.v1");
+}
+
+#[cfg(feature = "client")]
+pub use client::{AgentExecution, AgentRunner, ConnectError};

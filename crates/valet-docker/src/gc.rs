@@ -1,0 +1,308 @@
+//! Garbage collection: finding and removing what valet left on the engine and the host.
+//!
+//! Everything valet creates carries its owner: containers and volumes the label
+//! [`LABEL_OWNER`], a pod's host directory (under [`pod_dir_root`]) a file `owner`. An owner
+//! is `<boot id>/<pid>/<start time>` of the process that created it; it is alive while a
+//! process with that pid and that start time (from `/proc`, in clock ticks since boot) runs
+//! on this boot of this machine, so a reused pid is not mistaken for the owner. An owner
+//! from another boot counts as gone: valet assumes the processes that use an engine run on
+//! the engine's host.
+//!
+//! [`collect`] removes what belongs to owners that are gone ([`Scope::Orphans`], what
+//! `valet gc` and every `valet run --backend docker` do), to one owner ([`Scope::Owner`], a
+//! process cleaning up after itself on shutdown), or everything valet made ([`Scope::All`]).
+//! Objects of an older valet without an owner label are only removed with `All`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+};
+use valet_backend::BackendError;
+
+use crate::retry::{Backoff, retry, transient};
+use crate::{LABEL_CONTAINER, LABEL_POD, map_err, status};
+
+/// Label holding the owner (`<boot id>/<pid>/<start time>`) of a container or volume.
+pub const LABEL_OWNER: &str = "valet.owner";
+
+/// The owner string of this process.
+pub fn current_owner() -> &'static str {
+    static OWNER: OnceLock<String> = OnceLock::new();
+    OWNER.get_or_init(|| {
+        let pid = std::process::id();
+        format!(
+            "{}/{pid}/{}",
+            boot_id(),
+            start_ticks(pid).unwrap_or_default()
+        )
+    })
+}
+
+/// Whether the process that owns objects labelled `owner` is still running.
+pub fn owner_alive(owner: &str) -> bool {
+    let mut parts = owner.splitn(3, '/');
+    let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    boot == boot_id() && start_ticks(pid).is_some_and(|t| t.to_string() == start)
+}
+
+fn boot_id() -> &'static str {
+    static BOOT: OnceLock<String> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown-boot".into())
+    })
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started, in ticks since boot.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Where pods' host directories live (the agents' sockets): `$TMPDIR/valet-pods`.
+pub fn pod_dir_root() -> PathBuf {
+    std::env::temp_dir().join("valet-pods")
+}
+
+/// Creates `pod_dir_root()/<pod>` holding the file `owner`. The directory appears with its
+/// owner file already in it (written in a side directory, then renamed), so a concurrent
+/// collection never sees it without an owner.
+pub(crate) fn create_pod_dir(pod: &str, owner: &str) -> std::io::Result<PathBuf> {
+    let root = pod_dir_root();
+    std::fs::create_dir_all(&root)?;
+    let dir = root.join(pod);
+    let tmp = root.join(format!(".{pod}.new"));
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::write(tmp.join("owner"), owner)?;
+    // Containers running as another user (runAsUser) reach their socket through it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::rename(&tmp, &dir)?;
+    Ok(dir)
+}
+
+/// Removes a pod's host directory; a missing one is fine.
+pub(crate) fn remove_pod_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// What [`collect`] removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Objects whose owner process is gone.
+    Orphans,
+    /// Objects of this owner (a process cleaning up after itself).
+    Owner(String),
+    /// Every object valet made.
+    All,
+}
+
+impl Scope {
+    fn covers(&self, owner: Option<&str>) -> bool {
+        match (self, owner) {
+            (Scope::All, _) => true,
+            (Scope::Orphans, Some(o)) => !owner_alive(o),
+            (Scope::Owner(mine), Some(o)) => mine == o,
+            (_, None) => false,
+        }
+    }
+}
+
+/// What a collection removed: container names, volume names, host directories.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Removed {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.volumes.is_empty() && self.dirs.is_empty()
+    }
+
+    /// The pods whose objects were removed (from the names, `<pod>-<container>`), sorted.
+    pub fn summary(&self) -> String {
+        let mut lines = Vec::new();
+        for c in &self.containers {
+            lines.push(format!("container {c}"));
+        }
+        for v in &self.volumes {
+            lines.push(format!("volume {v}"));
+        }
+        for d in &self.dirs {
+            lines.push(format!("directory {}", d.display()));
+        }
+        lines.join("\n")
+    }
+}
+
+/// Removes the containers, volumes and host directories of valet pods that `scope` covers.
+#[tracing::instrument(level = "debug", skip(docker))]
+pub async fn collect(docker: &Docker, scope: &Scope) -> Result<Removed, BackendError> {
+    let mut removed = Removed::default();
+    let filters = HashMap::from([("label".to_string(), vec![LABEL_POD.to_string()])]);
+    let containers = retry(&Backoff::ENGINE, "list containers", transient, || {
+        docker.list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters.clone()),
+            ..Default::default()
+        }))
+    })
+    .await
+    .map_err(map_err)?;
+    // Members first, sandboxes (whose network namespace the members join) last.
+    let mut doomed: Vec<(bool, String, String)> = containers
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            if !scope.covers(labels.get(LABEL_OWNER).map(String::as_str)) {
+                return None;
+            }
+            let sandbox = labels.get(LABEL_CONTAINER).is_some_and(|n| n == "sandbox");
+            let name = c
+                .names
+                .and_then(|n| n.first().cloned())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            Some((sandbox, c.id?, name))
+        })
+        .collect();
+    doomed.sort();
+    for (_, id, name) in doomed {
+        if remove_container(docker, &id).await? {
+            removed
+                .containers
+                .push(if name.is_empty() { id } else { name });
+        }
+    }
+
+    let volumes = retry(&Backoff::ENGINE, "list volumes", transient, || {
+        docker.list_volumes(Some(ListVolumesOptions {
+            filters: Some(filters.clone()),
+        }))
+    })
+    .await
+    .map_err(map_err)?;
+    for v in volumes.volumes.unwrap_or_default() {
+        if scope.covers(v.labels.get(LABEL_OWNER).map(String::as_str))
+            && remove_volume(docker, &v.name).await?
+        {
+            removed.volumes.push(v.name);
+        }
+    }
+
+    if let Ok(entries) = std::fs::read_dir(pod_dir_root()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Directories being created (`.x.new`) belong to a live process, or are
+            // leftovers of a crash between two calls: only `All` takes them.
+            let owner = std::fs::read_to_string(path.join("owner")).ok();
+            let covered = if name.starts_with('.') {
+                *scope == Scope::All
+            } else {
+                scope.covers(owner.as_deref().map(str::trim))
+            };
+            if covered && path.is_dir() && remove_pod_dir(&path).is_ok() {
+                removed.dirs.push(path);
+            }
+        }
+    }
+    removed.dirs.sort();
+    Ok(removed)
+}
+
+/// Force-removes a container (and its anonymous volumes). `false` when it was already gone.
+pub(crate) async fn remove_container(docker: &Docker, id: &str) -> Result<bool, BackendError> {
+    let r = retry(&Backoff::ENGINE, "remove container", transient, || {
+        docker.remove_container(
+            id,
+            Some(RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            }),
+        )
+    })
+    .await;
+    match r {
+        Ok(()) => Ok(true),
+        // Gone, or already being removed by someone else.
+        Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(false),
+        Err(e) => Err(map_err(e)),
+    }
+}
+
+/// Removes a volume. `false` when it was already gone.
+pub(crate) async fn remove_volume(docker: &Docker, name: &str) -> Result<bool, BackendError> {
+    let r = retry(&Backoff::ENGINE, "remove volume", transient, || {
+        docker.remove_volume(name, Some(RemoveVolumeOptions { force: true }))
+    })
+    .await;
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if status(&e) == Some(404) => Ok(false),
+        Err(e) => Err(map_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_made_up_one_is_not() {
+        assert!(owner_alive(current_owner()));
+        let pid = std::process::id();
+        let start = start_ticks(pid).expect("our own start time");
+        // Same pid, another start time: the pid was reused.
+        assert!(!owner_alive(&format!("{}/{pid}/{}", boot_id(), start + 1)));
+        // Another boot.
+        assert!(!owner_alive(&format!("not-this-boot/{pid}/{start}")));
+        assert!(!owner_alive("garbage"));
+        assert!(!owner_alive(&format!("{}/notapid/1", boot_id())));
+    }
+
+    #[test]
+    fn a_finished_child_is_gone() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        let owner = format!("{}/{pid}/{}", boot_id(), start_ticks(pid).unwrap_or(0));
+        child.wait().expect("wait");
+        assert!(!owner_alive(&owner));
+    }
+
+    #[test]
+    fn scopes() {
+        let me = current_owner().to_string();
+        let dead = format!("{}/1/999999999999", boot_id());
+        assert!(Scope::Orphans.covers(Some(&dead)));
+        assert!(!Scope::Orphans.covers(Some(&me)));
+        assert!(
+            !Scope::Orphans.covers(None),
+            "unlabelled objects need --all"
+        );
+        assert!(Scope::Owner(me.clone()).covers(Some(&me)));
+        assert!(!Scope::Owner(me.clone()).covers(Some(&dead)));
+        assert!(Scope::All.covers(None));
+    }
+}
