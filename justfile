@@ -6,15 +6,25 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what a fresh machine lacks (Rust components, cargo-nextest, Graphviz for `--format dot`).
+# Install what a fresh machine lacks (cargo-nextest, Graphviz for `--format dot`, Chromium for the build page test).
 setup:
     rustup show active-toolchain >/dev/null
     command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
-    command -v dot >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y graphviz >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y graphviz >/dev/null 2>&1)) || echo "graphviz not installed: the dot render test will say so")
+    command -v dot >/dev/null || scripts/apt-install.sh graphviz
+    command -v chromium >/dev/null || scripts/apt-install.sh chromium
 
 # Build the `valet` binary (debug).
 build:
     cargo build -p valet-cli
+
+# Build the static `valet-agent` the Docker backend mounts into every container (release,
+# `+crt-static` for the target only, so build scripts and proc-macros stay dynamic).
+# Its own target directory, so it never waits on the workspace's release builds; no debug info.
+agent:
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_TARGET_DIR=target/valet-agent \
+        cargo build -p valet-agent --release --no-default-features --bin valet-agent --target x86_64-unknown-linux-gnu
+    @echo "target/valet-agent/x86_64-unknown-linux-gnu/release/valet-agent"
 
 # The main job on an example: check every example, plan the seed-shaped Kubernetes
 # pipeline, then run a pipeline for real on the local backend.

@@ -31,6 +31,12 @@ enum Command {
     /// 4 ERROR (an invalid pipeline or a backend failure).
     #[command(after_long_help = commands::run::AFTER_HELP)]
     Run(commands::run::Args),
+    /// Remove the containers, volumes and directories that valet runs left behind on the
+    /// Docker engine (runs that were killed); `--all` removes every valet object.
+    Gc(commands::gc::Args),
+    /// Serve webhooks and the HTTP API: the controller (`--config valet.yaml`, see
+    /// docs/controller.md). A bad configuration is refused with its line (exit status 2).
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,8 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Gc(args) => commands::gc::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,10 @@
 //! One module per subcommand, plus what they share: loading and compiling a file.
 
 pub(crate) mod check;
+pub(crate) mod gc;
 pub(crate) mod plan;
 pub(crate) mod run;
+pub(crate) mod serve;
 
 use anyhow::Context as _;
 use valet_dsl::{Diagnostic, SourceFile};

@@ -83,9 +83,82 @@ pub(crate) struct Args {
     /// Where `archiveArtifacts` copies files (default: a new directory under the temp directory).
     #[arg(long, value_name = "DIR")]
     artifacts: Option<PathBuf>,
+    /// Docker: keep N ready pods per pod template, so a template used again (by another
+    /// `node`, a parallel branch) starts at once (default: $VALET_WARM_POOL, else 0).
+    #[arg(long, value_name = "N")]
+    warm_pool: Option<usize>,
 }
 
 const EXIT_ERROR: u8 = 4;
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return tokio::signal::ctrl_c().await.is_ok();
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            r = term.recv() => r.is_some(),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
+}
+
+/// Connects to Docker, checks the base image, removes what killed runs left (saying so only
+/// when there was something), and prints pod start-up on stderr.
+async fn connect_docker(
+    warm_pool: usize,
+) -> Result<valet_docker::DockerBackend, valet_backend::BackendError> {
+    let d = valet_docker::DockerBackend::connect().await?;
+    if !d.has_base_image().await? {
+        return Err(valet_backend::BackendError::Unavailable(
+            "the base image valet/busybox is not built: run `just images` (images/build.sh)".into(),
+        ));
+    }
+    match d.gc(&valet_docker::gc::Scope::Orphans).await {
+        Ok(r) if !r.is_empty() => eprint!(
+            "valet: removed what earlier runs left behind:\n{}",
+            super::gc::removed_lines(&r)
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("valet: could not look for what earlier runs left behind: {e}"),
+    }
+    Ok(d.with_warm_pool(warm_pool)
+        .with_progress(Arc::new(print_progress)))
+}
+
+/// Pod start-up on stderr, apart from the build's log on stdout.
+fn print_progress(p: &valet_docker::Progress) {
+    use valet_docker::Progress;
+    match p {
+        Progress::Creating {
+            pod,
+            container,
+            image,
+        } => eprintln!("valet: pod {pod}: creating container {container} ({image})"),
+        Progress::Pulling { image } => eprintln!("valet: pulling image {image}"),
+        Progress::Started { pod, container } => {
+            eprintln!("valet: pod {pod}: container {container} started")
+        }
+        Progress::Ready {
+            pod,
+            containers,
+            took,
+            warm,
+        } => eprintln!(
+            "valet: pod {pod} ready in {} ({containers} container{}{})",
+            fmt_duration(took.as_millis() as u64),
+            if *containers == 1 { "" } else { "s" },
+            if *warm { ", from the warm pool" } else { "" }
+        ),
+    }
+}
 
 fn pairs(items: &[String], what: &str) -> anyhow::Result<IndexMap<String, String>> {
     let mut m = IndexMap::new();
@@ -151,24 +224,29 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // The Docker backend, also kept as itself: its pool is drained and its leftovers
+    // collected when the build ends, however it ends.
+    let mut docker: Option<valet_docker::DockerBackend> = None;
     let backend: Box<dyn valet_backend::Backend> = match args.backend {
         BackendKind::Local => Box::new(valet_local::LocalBackend::new(
             std::env::temp_dir(),
             args.keep,
         )),
         BackendKind::Docker => {
-            let docker = rt.block_on(async {
-                let d = valet_docker::DockerBackend::connect().await?;
-                if !d.has_base_image().await? {
-                    return Err(valet_backend::BackendError::Unavailable(
-                        "the base image valet/busybox is not built: run `just images` (images/build.sh)"
-                            .into(),
-                    ));
+            let warm_pool = match args.warm_pool {
+                Some(n) => n,
+                None => match std::env::var("VALET_WARM_POOL") {
+                    Ok(v) => v.trim().parse().with_context(|| {
+                        format!("VALET_WARM_POOL={v:?} is not a number of pods")
+                    })?,
+                    Err(_) => 0,
+                },
+            };
+            match rt.block_on(connect_docker(warm_pool)) {
+                Ok(d) => {
+                    docker = Some(d.clone());
+                    Box::new(d)
                 }
-                Ok(d)
-            });
-            match docker {
-                Ok(d) => Box::new(d),
                 Err(e) => {
                     eprintln!("valet: the docker backend is not available: {e}");
                     return Ok(ExitCode::from(EXIT_ERROR));
@@ -182,13 +260,21 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let cancel = valet_runtime::CancellationToken::new();
         let c = cancel.clone();
+        let d = docker.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if interrupted().await {
                 eprintln!(
                     "\nvalet: interrupted: aborting the build (Ctrl-C again to quit at once)"
                 );
                 c.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if interrupted().await {
+                    // Quitting at once still removes this run's pods, briefly bounded.
+                    if let Some(d) = d {
+                        let own = valet_docker::gc::Scope::Owner(
+                            valet_docker::gc::current_owner().to_string(),
+                        );
+                        let _ = tokio::time::timeout(Duration::from_secs(5), d.gc(&own)).await;
+                    }
                     std::process::exit(130);
                 }
             }
@@ -205,6 +291,21 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         )
         .await;
         let _ = renderer.await;
+        if let Some(d) = &docker {
+            // The pool's pods, then anything of this process a teardown could not remove.
+            if let Err(e) = d.shutdown().await {
+                eprintln!("valet: draining the warm pool: {e}");
+            }
+            let own = valet_docker::gc::Scope::Owner(valet_docker::gc::current_owner().to_string());
+            match d.gc(&own).await {
+                Ok(r) if !r.is_empty() => eprint!(
+                    "valet: removed what the build left:\n{}",
+                    super::gc::removed_lines(&r)
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("valet: removing what the build left: {e}"),
+            }
+        }
         outcome
     });
     if format == OutputFormat::Text

@@ -1,0 +1,218 @@
+//! `valet serve` as a process: a bad configuration is refused at start, and a controller
+//! killed with SIGKILL while builds run and wait loses none of them and runs no step twice.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=valet",
+            "-c",
+            "user.email=valet@example.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `valet serve`; returns the child and the address it printed.
+fn serve(config: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("valet serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a first line");
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, addr)
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("an answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn builds(addr: SocketAddr) -> Vec<Value> {
+    let (status, v) = http(addr, "GET", "/api/builds?limit=100", "");
+    assert_eq!(status, 200);
+    v["builds"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_bad_configuration_is_refused_at_start_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valet.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:0\nrepositories:\n  - name: app\n    url: /srv/app\n    secret: x\n    branch: main\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("valet.yaml:6:"), "{err}");
+    assert!(err.contains("branch"), "{err}");
+    // Nothing was created.
+    assert!(!dir.path().join("valet-data").exists());
+}
+
+#[test]
+fn kill_9_while_10_builds_run_and_20_wait_loses_nothing_and_runs_no_step_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    // Outside every workspace: each step appends one line, so a step run twice shows.
+    let steps = dir.path().join("steps.txt");
+    // Step one holds until the test releases it, so exactly the first 10 builds are inside
+    // it when the controller is killed, however slow the machine.
+    let release = dir.path().join("release");
+    let pipeline = format!(
+        "node {{\n  stage('One') {{ sh 'echo \"$BUILD_NUMBER one\" >> {0}; while [ ! -e {1} ]; do sleep 0.1; done' }}\n  stage('Two') {{ sh 'echo \"$BUILD_NUMBER two\" >> {0}' }}\n}}\n",
+        steps.display(),
+        release.display()
+    );
+    std::fs::write(repo.join("Jenkinsfile"), pipeline).unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    git(&repo, &["add", "Jenkinsfile"]);
+    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    let config = dir.path().join("valet.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ndata_dir: data\nconcurrency: 10\nrepositories:\n  - name: app\n    url: {}\n    secret: s3cret\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+
+    let (mut first, addr) = serve(&config);
+    for _ in 0..30 {
+        let (status, v) = http(
+            addr,
+            "POST",
+            "/api/repos/app/builds",
+            r#"{"branch":"main"}"#,
+        );
+        assert_eq!(status, 201, "{v}");
+    }
+    // Wait until 10 builds are inside their first step.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = std::fs::read_to_string(&steps)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if started >= 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {started} builds started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = builds(addr);
+    let running: Vec<i64> = before
+        .iter()
+        .filter(|b| b["status"] == "running")
+        .map(|b| b["number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(running.len(), 10, "{before:#?}");
+    assert_eq!(
+        before.iter().filter(|b| b["status"] == "queued").count(),
+        20
+    );
+    first.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    first.wait().unwrap();
+    std::fs::write(&release, "").unwrap();
+
+    let (mut second, addr) = serve(&config);
+    let restarted = Instant::now();
+    // Every build is there; the ones that were running end with a reason within 30 s.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let all = loop {
+        let all = builds(addr);
+        assert_eq!(all.len(), 30);
+        let was_running_ended = all
+            .iter()
+            .filter(|b| running.contains(&b["number"].as_i64().unwrap()))
+            .all(|b| !b["result"].is_null());
+        assert!(
+            was_running_ended || restarted.elapsed() < Duration::from_secs(30),
+            "running builds not ended within 30 s: {all:#?}"
+        );
+        if all.iter().all(|b| !b["result"].is_null()) {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "builds did not finish: {all:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for b in &all {
+        let n = b["number"].as_i64().unwrap();
+        if running.contains(&n) {
+            assert_eq!(b["result"], "ERROR", "{b:#}");
+            assert_eq!(b["reason"], "controller restarted", "{b:#}");
+        } else {
+            assert_eq!(b["result"], "SUCCESS", "{b:#}");
+        }
+    }
+    // No step ran twice; the waiting builds ran both steps, the killed ones never reached
+    // their second.
+    let lines = std::fs::read_to_string(&steps).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for l in lines.lines() {
+        assert!(seen.insert(l.to_string()), "step ran twice: {l}\n{lines}");
+    }
+    for n in 1..=30 {
+        assert!(seen.contains(&format!("{n} one")), "{n} one\n{lines}");
+        assert_eq!(
+            seen.contains(&format!("{n} two")),
+            !running.contains(&n),
+            "{n} two\n{lines}"
+        );
+    }
+    // What the killed builds left (their checkouts and workspaces) is gone.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("data").join("builds"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

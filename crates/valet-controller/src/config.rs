@@ -1,0 +1,543 @@
+//! `valet.yaml`: what the controller serves. Read once at start (never per request); a bad
+//! file is refused with its name, the line and column, and what is wrong.
+//!
+//! The reference, with an example, is `docs/controller.md`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file, line and column (1-based), and what is wrong there.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+}
+
+/// Where pods run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Host processes in a per-build directory under the data directory.
+    Local,
+    /// Containers on the local Docker engine.
+    Docker,
+}
+
+/// The default backend and its settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    #[serde(default = "default_backend")]
+    pub kind: BackendKind,
+    /// Seconds between TERM and KILL when a step is interrupted.
+    #[serde(default = "default_kill_grace")]
+    pub kill_grace_seconds: u64,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            kind: default_backend(),
+            kill_grace_seconds: default_kill_grace(),
+        }
+    }
+}
+
+/// One repository the controller builds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// The name in the API and in `JOB_NAME`; webhooks are matched by it (GitHub's
+    /// `full_name` or `name`, GitLab's `path_with_namespace` or `name`) or by the clone URL.
+    pub name: Spanned<String>,
+    /// What `git clone` is given: `https://…`, `git@…`, `file:///…` or a plain path.
+    pub url: Spanned<String>,
+    /// The webhook secret (GitHub and generic HMAC key, GitLab token); the top-level
+    /// `webhook_secret` when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The pipeline file in the repository.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: String,
+    /// Where this repository's pods run (the default backend when absent).
+    #[serde(default)]
+    pub backend: Option<BackendKind>,
+    /// Branches that build, as globs (`main`, `release/*`); every branch when empty. Pull and
+    /// merge requests are matched by their target branch.
+    #[serde(default)]
+    pub branches: Vec<Spanned<String>>,
+    /// Whether pull requests (GitHub) and merge requests (GitLab) build.
+    #[serde(default = "yes")]
+    pub pull_requests: bool,
+    /// At most this many builds of this repository at once (no limit beyond the global one
+    /// when absent).
+    #[serde(default)]
+    pub concurrency: Option<Spanned<usize>>,
+    /// One build at a time per branch (as the pipeline's `options { disableConcurrentBuilds() }`).
+    #[serde(default)]
+    pub disable_concurrent_builds: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    backend: BackendConfig,
+    #[serde(default)]
+    concurrency: Option<Spanned<usize>>,
+    #[serde(default)]
+    step_log_limit: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_queued: Option<Spanned<usize>>,
+    #[serde(default)]
+    webhook_secret: Option<String>,
+    #[serde(default)]
+    repositories: Vec<Spanned<RepoConfig>>,
+}
+
+/// The controller's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The database, logs and per-build directories. Relative paths are relative to the
+    /// directory of the configuration file.
+    pub data_dir: PathBuf,
+    pub backend: BackendConfig,
+    /// Builds running at once, over all repositories.
+    pub concurrency: usize,
+    /// Bytes of output kept per step (and for the build's own messages); the rest is
+    /// replaced by one marker line.
+    pub step_log_limit: u64,
+    /// Builds that may wait at once; past it, triggers are refused (503) and store nothing.
+    pub max_queued: usize,
+    pub repositories: Vec<Repo>,
+}
+
+/// A repository, checked.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub name: String,
+    pub url: String,
+    pub secret: String,
+    pub pipeline: String,
+    pub backend: BackendKind,
+    pub branches: Vec<String>,
+    pub pull_requests: bool,
+    pub concurrency: Option<usize>,
+    pub disable_concurrent_builds: bool,
+}
+
+impl Repo {
+    /// Whether `branch` passes the branch filter.
+    pub fn builds_branch(&self, branch: &str) -> bool {
+        self.branches.is_empty() || self.branches.iter().any(|g| glob_match(g, branch))
+    }
+}
+
+/// The most a `concurrency` can be: a typo of a few zeros should not start a fork bomb.
+pub const MAX_CONCURRENCY: usize = 1024;
+/// Default and largest `max_queued`.
+pub const DEFAULT_MAX_QUEUED: usize = 100_000;
+pub const MAX_MAX_QUEUED: usize = 10_000_000;
+/// Default bytes kept per step.
+pub const DEFAULT_STEP_LOG_LIMIT: u64 = 16 * 1024 * 1024;
+
+fn default_backend() -> BackendKind {
+    BackendKind::Local
+}
+fn default_kill_grace() -> u64 {
+    2
+}
+fn default_pipeline() -> String {
+    "Jenkinsfile".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Config::parse(path, &text, base)
+    }
+
+    /// Checks `text` (read from `path`); relative data directories are taken from `base`.
+    pub fn parse(path: &Path, text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let invalid = |line: u64, column: u64, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        };
+        let at = |loc: &serde_saphyr::Location, message: String| {
+            invalid(loc.line(), loc.column(), message)
+        };
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            invalid(line, column, error_message(&e))
+        })?;
+        let listen = match &raw.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(s) => s.value.parse().map_err(|_| {
+                at(
+                    &s.referenced,
+                    format!(
+                        "listen: `{}` is not an address and port (e.g. 127.0.0.1:8080)",
+                        s.value
+                    ),
+                )
+            })?,
+        };
+        let limit =
+            |v: &Option<Spanned<usize>>, what: &str| -> Result<Option<usize>, ConfigError> {
+                match v {
+                    None => Ok(None),
+                    Some(s) if s.value == 0 || s.value > MAX_CONCURRENCY => Err(at(
+                        &s.referenced,
+                        format!(
+                            "{what} must be between 1 and {MAX_CONCURRENCY}, not {}",
+                            s.value
+                        ),
+                    )),
+                    Some(s) => Ok(Some(s.value)),
+                }
+            };
+        let concurrency = limit(&raw.concurrency, "concurrency")?.unwrap_or(4);
+        let step_log_limit = match &raw.step_log_limit {
+            None => DEFAULT_STEP_LOG_LIMIT,
+            Some(s) if s.value < 1024 => {
+                return Err(at(
+                    &s.referenced,
+                    format!(
+                        "step_log_limit must be at least 1024 bytes, not {}",
+                        s.value
+                    ),
+                ));
+            }
+            Some(s) => s.value,
+        };
+        let max_queued = match &raw.max_queued {
+            None => DEFAULT_MAX_QUEUED,
+            Some(s) if s.value == 0 || s.value > MAX_MAX_QUEUED => {
+                return Err(at(
+                    &s.referenced,
+                    format!(
+                        "max_queued must be between 1 and {MAX_MAX_QUEUED}, not {}",
+                        s.value
+                    ),
+                ));
+            }
+            Some(s) => s.value,
+        };
+        let data_dir = raw
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("valet-data"));
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            base.join(data_dir)
+        };
+        let mut names = HashSet::new();
+        let mut repositories = Vec::new();
+        for r in &raw.repositories {
+            let loc = &r.referenced;
+            let r = &r.value;
+            let name = r.name.value.trim();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+                || name.starts_with('/')
+                || name.contains("..")
+            {
+                return Err(at(
+                    &r.name.referenced,
+                    format!(
+                        "repository name `{}`: use letters, digits, `-`, `_`, `.` and `/` (e.g. `org/app`)",
+                        r.name.value
+                    ),
+                ));
+            }
+            if !names.insert(name.to_string()) {
+                return Err(at(
+                    &r.name.referenced,
+                    format!("repository `{name}` is configured twice"),
+                ));
+            }
+            if r.url.value.trim().is_empty() {
+                return Err(at(
+                    &r.url.referenced,
+                    format!("repository `{name}`: url is empty"),
+                ));
+            }
+            if r.url.value.starts_with('-') {
+                return Err(at(
+                    &r.url.referenced,
+                    format!("repository `{name}`: url must not start with `-`"),
+                ));
+            }
+            let secret = match r.secret.clone().or_else(|| raw.webhook_secret.clone()) {
+                Some(s) if !s.is_empty() => s,
+                _ => {
+                    return Err(at(
+                        loc,
+                        format!(
+                            "repository `{name}` has no webhook secret: set `secret` here or `webhook_secret` at the top"
+                        ),
+                    ));
+                }
+            };
+            if r.pipeline.trim().is_empty()
+                || Path::new(&r.pipeline).is_absolute()
+                || Path::new(&r.pipeline)
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(at(
+                    loc,
+                    format!("repository `{name}`: pipeline must be a path inside the repository"),
+                ));
+            }
+            for b in &r.branches {
+                if b.value.trim().is_empty() {
+                    return Err(at(
+                        &b.referenced,
+                        format!("repository `{name}`: an empty branch pattern"),
+                    ));
+                }
+            }
+            repositories.push(Repo {
+                name: name.to_string(),
+                url: r.url.value.trim().to_string(),
+                secret,
+                pipeline: r.pipeline.clone(),
+                backend: r.backend.unwrap_or(raw.backend.kind),
+                branches: r.branches.iter().map(|b| b.value.clone()).collect(),
+                pull_requests: r.pull_requests,
+                concurrency: limit(&r.concurrency, "concurrency")?,
+                disable_concurrent_builds: r.disable_concurrent_builds,
+            });
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            backend: raw.backend,
+            concurrency,
+            step_log_limit,
+            max_queued,
+            repositories,
+        })
+    }
+
+    pub fn repo(&self, name: &str) -> Option<&Repo> {
+        self.repositories.iter().find(|r| r.name == name)
+    }
+}
+
+/// The error's words without the location (we print our own `file:line:column`).
+fn error_message(e: &serde_saphyr::Error) -> String {
+    let s = e.without_snippet().to_string();
+    // The rendering ends with " at line N, column M"; the location is already in front.
+    let s = match s.find(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    };
+    s.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// `url` without the credentials it may carry (`https://user:token@host/…` →
+/// `https://***@host/…`), for logs, the API and the steps' `GIT_URL`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// `*` matches any run of characters (`/` included), `?` one character; the rest is literal.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Iterative matching with one backtrack point: linear in practice, never exponential.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) && p[pi] != '*' {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("valet.yaml"), text, Path::new("/etc/valet"))
+    }
+
+    const GOOD: &str = "\
+listen: 127.0.0.1:9000
+concurrency: 3
+webhook_secret: s3cret
+repositories:
+  - name: org/app
+    url: file:///srv/git/app
+    branches: [main, 'release/*']
+    concurrency: 2
+  - name: lib
+    url: /srv/git/lib
+    secret: other
+    backend: docker
+    disable_concurrent_builds: true
+";
+
+    #[test]
+    fn a_good_config_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.data_dir, Path::new("/etc/valet/valet-data"));
+        assert_eq!(c.concurrency, 3);
+        let app = c.repo("org/app").unwrap();
+        assert_eq!(app.secret, "s3cret");
+        assert_eq!(app.pipeline, "Jenkinsfile");
+        assert_eq!(app.backend, BackendKind::Local);
+        assert!(app.builds_branch("release/1.2"));
+        assert!(!app.builds_branch("feature/x"));
+        let lib = c.repo("lib").unwrap();
+        assert_eq!(
+            (lib.backend, lib.disable_concurrent_builds),
+            (BackendKind::Docker, true)
+        );
+        assert!(lib.builds_branch("anything"));
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_with_its_line() {
+        let e = parse(
+            GOOD.replace("    concurrency: 2", "    concurrenc: 2")
+                .as_str(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("valet.yaml:8:"), "{e}");
+        assert!(e.contains("concurrenc"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_line() {
+        let e = parse(&GOOD.replace("concurrency: 3", "concurrency: 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("valet.yaml:2:"), "{e}");
+        assert!(e.contains("between 1 and"), "{e}");
+        let e = parse(&GOOD.replace("127.0.0.1:9000", "localhost"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("valet.yaml:1:"), "{e}");
+        let e = parse(&GOOD.replace("name: lib", "name: org/app"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("valet.yaml:9:") && e.contains("twice"), "{e}");
+        let e = parse(&GOOD.replace("webhook_secret: s3cret\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no webhook secret"), "{e}");
+        let e = parse(&GOOD.replace("backend: docker", "pipeline: ../../etc/passwd"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inside the repository"), "{e}");
+        let e = parse(&GOOD.replace("backend: docker", "backend: podman"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("valet.yaml:12:"), "{e}");
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../../examples/valet.yaml");
+        let c = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.repositories.len(), 2);
+        assert_eq!(c.repo("tools").unwrap().secret, "change-me");
+        assert_eq!(c.repo("tools").unwrap().backend, BackendKind::Docker);
+        let e = parse(&text.replace("  kind: local", "  kind: local\n  colour: red"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("valet.yaml:14:") && e.contains("colour"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_not_shown() {
+        assert_eq!(
+            redact_url("https://bot:t0ken@git.example.com/a/b.git"),
+            "https://***@git.example.com/a/b.git"
+        );
+        assert_eq!(redact_url("file:///srv/git/a"), "file:///srv/git/a");
+        assert_eq!(
+            redact_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
+        );
+        assert_eq!(redact_url("https://h/x@y"), "https://h/x@y");
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("main", "main"));
+        assert!(!glob_match("main", "mainx"));
+        assert!(glob_match("release/*", "release/1/2"));
+        assert!(glob_match("*-hotfix", "a-hotfix"));
+        assert!(glob_match("v?", "v1"));
+        assert!(!glob_match("v?", "v12"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(!glob_match(&"*a".repeat(30), &"a".repeat(29)));
+    }
+}

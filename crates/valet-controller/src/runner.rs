@@ -1,0 +1,976 @@
+//! Running one build: checkout (the `git` CLI, at the commit the trigger named, into a
+//! directory of its own under the data directory), parse and plan, then the runtime on the
+//! repository's backend. The runtime's events go, in order, to a [`Sink`] on a blocking
+//! thread: the store (jobs, stages, steps), the log files (capped per step), the events
+//! file and the live stream.
+//!
+//! A build ends SUCCESS, UNSTABLE, FAILURE, ABORTED or NOT_BUILT as the pipeline says, or
+//! ERROR with a reason when it could not run: checkout failed, the pipeline is invalid (its
+//! diagnostics are the log), the backend is unavailable or failed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::Instrument as _;
+use valet_backend::{Backend, BackendError, Execution, Pod, PodSpec, StepRunner};
+use valet_dsl::{Diagnostic, SourceFile};
+use valet_runtime::{CancellationToken, Event, RunOptions, ScmInfo, Secrets, Stream};
+use valet_store::{BuildId, BuildLog, BuildRow, Record, Store, now_ms};
+
+use crate::config::{BackendKind, Repo};
+use crate::live::Live;
+use crate::{Cancel, Controller, blocking, lock, queue};
+
+/// The longest a single git command of a checkout may take.
+const GIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Pipeline files larger than this are refused before parsing (the parser's own limit).
+const MAX_PIPELINE_BYTES: u64 = 1024 * 1024;
+
+/// How a build ended.
+struct Ending {
+    result: String,
+    reason: Option<String>,
+}
+
+impl Ending {
+    fn error(reason: impl Into<String>) -> Ending {
+        Ending {
+            result: "ERROR".into(),
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// The per-build directory holding its checkout and (local backend) its pods.
+pub(crate) fn build_dir(c: &Controller, id: BuildId) -> PathBuf {
+    c.inner.config.data_dir.join("builds").join(id.to_string())
+}
+
+pub(crate) async fn run_build(c: &Controller, e: queue::Entry) {
+    let span = tracing::info_span!("build", id = e.id, repo = %e.repo, branch = %e.branch);
+    run_build_inner(c, e).instrument(span).await
+}
+
+async fn run_build_inner(c: &Controller, e: queue::Entry) {
+    let id = e.id;
+    let store = c.inner.store.clone();
+    // The cancel handle exists before the build is marked running, so a cancel that finds
+    // the build running always finds something to cancel.
+    let cancel = Cancel {
+        token: CancellationToken::new(),
+        reason: Arc::default(),
+    };
+    lock(&c.inner.cancels).insert(id, cancel.clone());
+    let started = {
+        let store = store.clone();
+        blocking(move || {
+            store
+                .start_build(id)
+                .and_then(|s| Ok((s, store.get_build(id)?)))
+        })
+        .await
+    };
+    let row = match started {
+        Ok((true, Some(row))) => row,
+        Ok(_) => {
+            // Cancelled while queued.
+            lock(&c.inner.cancels).remove(&id);
+            return;
+        }
+        Err(err) => {
+            lock(&c.inner.cancels).remove(&id);
+            tracing::error!(error = %err, "cannot start the build");
+            return;
+        }
+    };
+    let live = c.inner.live.get_or_create(id);
+    let limit = c.inner.config.step_log_limit;
+    let log = {
+        let store = store.clone();
+        blocking(move || store.build_log(id, limit)).await
+    };
+    let ending = match log {
+        Err(err) => Ending::error(format!("cannot write the build's log: {err}")),
+        Ok(log) => {
+            let sink = Arc::new(Mutex::new(Sink::new(c, id, log, live.clone())));
+            let s = sink.clone();
+            blocking(move || {
+                lock(&s).status(serde_json::json!({"event": "build_status", "status": "running"}))
+            })
+            .await;
+            let mut ending = execute(c, &row, &sink, &cancel).await;
+            if cancel.token.is_cancelled() && ending.result != "ERROR" {
+                ending.result = "ABORTED".into();
+                ending.reason = lock(&cancel.reason).clone().or(ending.reason);
+            }
+            let s = sink.clone();
+            let text = match &ending.reason {
+                Some(r) => format!("Finished: {} ({r})", ending.result),
+                None => format!("Finished: {}", ending.result),
+            };
+            blocking(move || lock(&s).line(&text)).await;
+            ending
+        }
+    };
+    tracing::info!(result = %ending.result, reason = ending.reason.as_deref().unwrap_or(""), "build finished");
+    // The checkout and pods go before the result is recorded: a finished build has none.
+    let dir = build_dir(c, id);
+    blocking(move || {
+        if dir.exists()
+            && let Err(err) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %err, "cannot remove the build directory");
+        }
+    })
+    .await;
+    lock(&c.inner.cancels).remove(&id);
+    finish(c, id, &ending.result, ending.reason.as_deref()).await;
+}
+
+/// Records the end of a build. The order keeps every subscriber whole: the final event
+/// goes to the events file, then the result is committed, then live subscribers get the
+/// final event and the live entry goes (a subscriber that finds no live entry finds a
+/// finished build and a complete events file).
+async fn finish(c: &Controller, id: BuildId, result: &str, reason: Option<&str>) {
+    let ev = final_event(result, reason);
+    write_event(c, id, &ev).await;
+    let store = c.inner.store.clone();
+    let (r, why) = (result.to_string(), reason.map(str::to_string));
+    match blocking(move || store.finish_build(id, &r, why.as_deref())).await {
+        Ok(_) => c.inner.metrics.build_finished(result),
+        Err(err) => tracing::error!(error = %err, "cannot record the end of the build"),
+    }
+    publish_final(c, id, ev);
+}
+
+/// The end of a build whose result is already committed (cancelled while queued).
+pub(crate) async fn finish_live(c: &Controller, id: BuildId, result: &str, reason: Option<&str>) {
+    let ev = final_event(result, reason);
+    write_event(c, id, &ev).await;
+    publish_final(c, id, ev);
+}
+
+fn final_event(result: &str, reason: Option<&str>) -> String {
+    serde_json::json!({
+        "event": "build_status", "status": "finished", "result": result, "reason": reason,
+    })
+    .to_string()
+}
+
+async fn write_event(c: &Controller, id: BuildId, ev: &str) {
+    let store = c.inner.store.clone();
+    let limit = c.inner.config.step_log_limit;
+    let json = ev.to_string();
+    let written =
+        blocking(move || store.build_log(id, limit).and_then(|mut l| l.event(&json))).await;
+    if let Err(err) = written {
+        tracing::warn!(error = %err, "cannot write the build's events");
+    }
+}
+
+fn publish_final(c: &Controller, id: BuildId, ev: String) {
+    if let Some(l) = c.inner.live.get(id) {
+        l.push(ev.into());
+    }
+    c.inner.live.remove(id);
+}
+
+async fn execute(c: &Controller, b: &BuildRow, sink: &Arc<Mutex<Sink>>, cancel: &Cancel) -> Ending {
+    let Some(repo) = c.inner.config.repo(&b.repo).cloned() else {
+        return Ending::error(format!(
+            "repository `{}` is not in the configuration any more",
+            b.repo
+        ));
+    };
+    let line = |text: String| {
+        let s = sink.clone();
+        blocking(move || lock(&s).line(&text))
+    };
+    // Checkout.
+    let dir = build_dir(c, b.id);
+    let checkout = dir.join("checkout");
+    let what = b
+        .commit
+        .clone()
+        .or_else(|| b.branch.clone())
+        .unwrap_or_else(|| "the default branch".into());
+    line(format!(
+        "Checking out {} at {what}",
+        crate::config::redact_url(&repo.url)
+    ))
+    .await;
+    let co = tokio::select! {
+        r = checkout_repo(&repo.url, &checkout, b).instrument(tracing::info_span!("checkout")) => r,
+        _ = cancel.token.cancelled() => return Ending {
+            result: "ABORTED".into(),
+            reason: lock(&cancel.reason).clone(),
+        },
+    };
+    let co = match co {
+        Ok(co) => co,
+        Err(err) => {
+            let err = scrub(&err, &repo.url);
+            line(format!("ERROR: checkout failed: {err}")).await;
+            return Ending::error(format!("checkout failed: {err}"));
+        }
+    };
+    line(format!("Commit {}", co.commit)).await;
+    if b.commit.as_deref() != Some(co.commit.as_str()) {
+        let (store, id, sha) = (c.inner.store.clone(), b.id, co.commit.clone());
+        if let Err(err) = blocking(move || store.set_commit(id, &sha)).await {
+            tracing::warn!(error = %err, "cannot record the commit");
+        }
+    }
+    // Parse and plan.
+    let path = checkout.join(&repo.pipeline);
+    let text = match read_pipeline(&path).await {
+        Ok(t) => t,
+        Err(err) => {
+            let msg = format!("cannot read the pipeline `{}`: {err}", repo.pipeline);
+            line(format!("ERROR: {msg}")).await;
+            return Ending::error(msg);
+        }
+    };
+    let source = SourceFile::new(repo.pipeline.clone(), text);
+    let compiled = compile(source).await;
+    if !compiled.diagnostics.is_empty() {
+        let rendered = valet_dsl::render_all(&compiled.diagnostics, &compiled.source);
+        let s = sink.clone();
+        blocking(move || lock(&s).text(&rendered)).await;
+    }
+    let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
+    let (Some(script), Some(graph)) = (compiled.script, compiled.graph) else {
+        return Ending::error(format!(
+            "the pipeline is invalid: {errors} error(s), see the log"
+        ));
+    };
+    if errors > 0 {
+        return Ending::error(format!(
+            "the pipeline is invalid: {errors} error(s), see the log"
+        ));
+    }
+    // One build at a time per branch when the configuration or the pipeline says so.
+    let exclusive =
+        repo.disable_concurrent_builds || graph.options.contains_key("disableConcurrentBuilds");
+    let _turn = if exclusive {
+        let key = (repo.name.clone(), b.branch.clone().unwrap_or_default());
+        let m = lock(&c.inner.branch_locks).entry(key).or_default().clone();
+        let waiting = Instant::now();
+        let guard = tokio::select! {
+            g = m.lock_owned() => g,
+            _ = cancel.token.cancelled() => return Ending {
+                result: "ABORTED".into(),
+                reason: lock(&cancel.reason).clone(),
+            },
+        };
+        if waiting.elapsed() > Duration::from_millis(100) {
+            line("Waited for the previous build of this branch (disableConcurrentBuilds)".into())
+                .await;
+        }
+        Some(guard)
+    } else {
+        None
+    };
+    // The backend.
+    let backend: Box<dyn Backend> = match repo.backend {
+        BackendKind::Local => Box::new(valet_local::LocalBackend::new(dir.join("pods"), false)),
+        BackendKind::Docker => match docker(c).await {
+            Ok(d) => Box::new(d),
+            Err(err) => {
+                let msg = format!("the docker backend is not available: {err}");
+                line(format!("ERROR: {msg}")).await;
+                return Ending::error(msg);
+            }
+        },
+    };
+    let opts = run_options(c, &repo, b, &co, &dir);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    let gate = Gate(Arc::new(Mutex::new(Drain {
+        rx,
+        sink: sink.clone(),
+    })));
+    let backend = Timed {
+        inner: backend,
+        controller: c.clone(),
+        gate: gate.clone(),
+    };
+    let g = gate.clone();
+    let span = tracing::Span::current();
+    let consumer = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        // Events are taken under the gate's lock only, so a step that is about to start
+        // can take the lock and know that everything sent before it is recorded.
+        while g.drain() {
+            std::thread::sleep(DRAIN_INTERVAL);
+        }
+    });
+    let outcome = valet_runtime::run(
+        &script,
+        &compiled.source,
+        &graph,
+        &backend,
+        &opts,
+        tx,
+        cancel.token.clone(),
+    )
+    .await;
+    let _ = consumer.await;
+    if outcome.backend_error {
+        return Ending::error(format!(
+            "the backend failed: {}",
+            outcome.error.unwrap_or_default()
+        ));
+    }
+    let result = outcome.result.as_str().to_string();
+    let reason = if result == "SUCCESS" {
+        None
+    } else {
+        outcome.error
+    };
+    Ending { result, reason }
+}
+
+fn run_options(c: &Controller, repo: &Repo, b: &BuildRow, co: &Checkout, dir: &Path) -> RunOptions {
+    let mut env = indexmap::IndexMap::new();
+    // Steps do not see the controller's environment (it may hold secrets), only what a
+    // shell needs to find programs and a home.
+    for k in ["PATH", "HOME", "LANG", "TMPDIR"] {
+        if let Ok(v) = std::env::var(k) {
+            env.insert(k.to_string(), v);
+        }
+    }
+    if let Some(n) = b
+        .branch
+        .as_deref()
+        .and_then(|br| br.strip_prefix("PR-").or_else(|| br.strip_prefix("MR-")))
+    {
+        env.insert("CHANGE_ID".into(), n.to_string());
+    }
+    env.insert("GIT_URL".into(), crate::config::redact_url(&repo.url));
+    let params = b
+        .params
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    RunOptions {
+        build_number: b.number.max(0) as u64,
+        job_name: Some(repo.name.clone()),
+        params,
+        env,
+        inherit_env: false,
+        // Credentials come from `VALET_SECRET_*` in the controller's environment, as for `valet run`.
+        secrets: Secrets::from_env(std::env::vars()),
+        artifacts_dir: Some(
+            c.inner
+                .config
+                .data_dir
+                .join("artifacts")
+                .join(b.id.to_string()),
+        ),
+        scm: Some(ScmInfo {
+            dir: dir.join("checkout"),
+            commit: Some(co.commit.clone()),
+            branch: b.branch.clone().or_else(|| co.branch.clone()),
+        }),
+        kill_grace: Duration::from_secs(c.inner.config.backend.kill_grace_seconds),
+    }
+}
+
+async fn docker(c: &Controller) -> Result<valet_docker::DockerBackend, BackendError> {
+    let mut d = c.inner.docker.lock().await;
+    if let Some(d) = d.as_ref() {
+        return Ok(d.clone());
+    }
+    let backend = valet_docker::DockerBackend::connect().await?;
+    if !backend.has_base_image().await? {
+        return Err(BackendError::Unavailable(
+            "the base image valet/busybox is not built: run `just images` (images/build.sh)".into(),
+        ));
+    }
+    *d = Some(backend.clone());
+    Ok(backend)
+}
+
+/// How often the recorder looks for new events (the latency of the live stream at most).
+const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The runtime's events on their way to the [`Sink`].
+struct Drain {
+    rx: tokio::sync::mpsc::Receiver<Event>,
+    sink: Arc<Mutex<Sink>>,
+}
+
+/// Records every event sent so far. Taking events and recording them happen under one
+/// lock, so when [`Gate::drain`] returns, all that was sent before the call is on disk.
+#[derive(Clone)]
+struct Gate(Arc<Mutex<Drain>>);
+
+impl Gate {
+    /// Records what is there; false once the runtime is done and everything is recorded.
+    fn drain(&self) -> bool {
+        let mut d = lock(&self.0);
+        let d = &mut *d;
+        loop {
+            match d.rx.try_recv() {
+                Ok(ev) => lock(&d.sink).event(&ev),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return true,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+}
+
+/// The backend of a build: times how long pods take to be ready (`/metrics`), and holds
+/// every command until the events before it are recorded, so a finished step's result
+/// and log are on disk before the next step starts.
+struct Timed {
+    inner: Box<dyn Backend>,
+    controller: Controller,
+    gate: Gate,
+}
+
+#[async_trait::async_trait]
+impl Backend for Timed {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn notice(&self) -> Option<String> {
+        self.inner.notice()
+    }
+
+    async fn provision(
+        &self,
+        spec: &PodSpec,
+        build_id: &str,
+    ) -> Result<Box<dyn Pod>, BackendError> {
+        let t = Instant::now();
+        let pod = self.inner.provision(spec, build_id).await?;
+        self.controller.inner.metrics.pod_ready.observe(t.elapsed());
+        Ok(Box::new(GatedPod {
+            inner: pod,
+            gate: self.gate.clone(),
+        }))
+    }
+}
+
+struct GatedPod {
+    inner: Box<dyn Pod>,
+    gate: Gate,
+}
+
+#[async_trait::async_trait]
+impl Pod for GatedPod {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    fn workspace(&self) -> PathBuf {
+        self.inner.workspace()
+    }
+
+    fn runner(&self, container: &str) -> Result<Arc<dyn StepRunner>, BackendError> {
+        Ok(Arc::new(GatedRunner {
+            inner: self.inner.runner(container)?,
+            gate: self.gate.clone(),
+        }))
+    }
+
+    async fn teardown(&self) -> Result<(), BackendError> {
+        self.inner.teardown().await
+    }
+}
+
+struct GatedRunner {
+    inner: Arc<dyn StepRunner>,
+    gate: Gate,
+}
+
+#[async_trait::async_trait]
+impl StepRunner for GatedRunner {
+    async fn start(&self, cmd: valet_backend::Command) -> Result<Execution, BackendError> {
+        let gate = self.gate.clone();
+        blocking(move || gate.drain()).await;
+        self.inner.start(cmd).await
+    }
+}
+
+async fn read_pipeline(path: &Path) -> Result<String, String> {
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "no such file in the repository at this commit".to_string()
+            }
+            _ => e.to_string(),
+        })?;
+    if meta.len() > MAX_PIPELINE_BYTES {
+        return Err(format!(
+            "it is {} bytes, more than the limit of {MAX_PIPELINE_BYTES}",
+            meta.len()
+        ));
+    }
+    let bytes = tokio::fs::read(path).await.map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "it is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+struct Compiled {
+    source: SourceFile,
+    script: Option<valet_dsl::ast::Script>,
+    graph: Option<valet_plan::model::JobGraph>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses and plans on a thread with a large stack: both recurse once per nesting level,
+/// and the language's limits are sized for 64 MiB (as in `valet run`).
+async fn compile(source: SourceFile) -> Compiled {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("compile".into())
+        .stack_size(64 * 1024 * 1024)
+        .spawn(move || {
+            let parsed = valet_dsl::parse(&source.text);
+            let mut diagnostics = parsed.diagnostics;
+            let mut graph = None;
+            if let Some(script) = &parsed.script {
+                let planned = valet_plan::plan(script, &source);
+                diagnostics.extend(planned.diagnostics);
+                graph = Some(planned.graph);
+            }
+            diagnostics.sort_by_key(|d| d.span.start);
+            let _ = tx.send(Compiled {
+                source,
+                script: parsed.script,
+                graph,
+                diagnostics,
+            });
+        });
+    match spawned {
+        Ok(_) => match rx.await {
+            Ok(c) => c,
+            Err(_) => Compiled {
+                source: SourceFile::new("pipeline", ""),
+                script: None,
+                graph: None,
+                diagnostics: Vec::new(),
+            },
+        },
+        Err(_) => Compiled {
+            source: SourceFile::new("pipeline", ""),
+            script: None,
+            graph: None,
+            diagnostics: Vec::new(),
+        },
+    }
+}
+
+struct Checkout {
+    commit: String,
+    branch: Option<String>,
+}
+
+/// Clones `url` into `dir` and checks out what the build names: its commit (fetching its
+/// ref when the commit is not on a branch), else its ref, else its branch, else the
+/// remote's default branch.
+async fn checkout_repo(url: &str, dir: &Path, b: &BuildRow) -> Result<Checkout, String> {
+    if let Some(parent) = dir.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let dir_s = dir.display().to_string();
+    git(
+        None,
+        &["clone", "--quiet", "--no-checkout", "--", url, &dir_s],
+    )
+    .await?;
+    let repo = Some(dir);
+    let rev = if let Some(commit) = &b.commit {
+        let present = git(repo, &["cat-file", "-e", &format!("{commit}^{{commit}}")])
+            .await
+            .is_ok();
+        if !present {
+            match &b.git_ref {
+                Some(r) => {
+                    git(repo, &["fetch", "--quiet", "origin", r]).await?;
+                }
+                None => return Err(format!("commit {commit} is not in {url}")),
+            }
+        }
+        commit.clone()
+    } else if let Some(r) = &b.git_ref {
+        git(repo, &["fetch", "--quiet", "origin", r]).await?;
+        "FETCH_HEAD".into()
+    } else if let Some(branch) = &b.branch {
+        format!("refs/remotes/origin/{branch}")
+    } else {
+        "HEAD".into()
+    };
+    git(
+        repo,
+        &[
+            "-c",
+            "advice.detachedHead=false",
+            "checkout",
+            "--quiet",
+            "--detach",
+            &rev,
+            "--",
+        ],
+    )
+    .await?;
+    let commit = git(repo, &["rev-parse", "HEAD"]).await?;
+    let branch = match &b.branch {
+        Some(_) => None,
+        None => git(repo, &["rev-parse", "--abbrev-ref", "origin/HEAD"])
+            .await
+            .ok()
+            .map(|s| s.strip_prefix("origin/").unwrap_or(&s).to_string()),
+    };
+    Ok(Checkout { commit, branch })
+}
+
+/// `text` without the credentials of `url` (git may quote the URL in its errors).
+fn scrub(text: &str, url: &str) -> String {
+    let redacted = crate::config::redact_url(url);
+    if redacted == url {
+        return text.to_string();
+    }
+    let userinfo = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(u, _)| u)
+        .unwrap_or_default();
+    let mut t = text.replace(url, &redacted);
+    if !userinfo.is_empty() {
+        t = t.replace(userinfo, "***");
+    }
+    t
+}
+
+/// Runs `git` (in `dir`), its output trimmed; an error carries git's own words.
+async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new("git");
+    if let Some(d) = dir {
+        cmd.arg("-C").arg(d);
+    }
+    cmd.args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(GIT_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| format!("git {} took more than {GIT_TIMEOUT:?}", args[0]))?
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        let mut err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if err.len() > 2000 {
+            let mut cut = 2000;
+            while !err.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            err.truncate(cut);
+        }
+        Err(format!("git {} ({}): {err}", args[0], out.status))
+    }
+}
+
+type StageKey = (Vec<String>, Option<String>, Option<String>);
+
+/// Where the events of a running build go, in order, on a blocking thread.
+pub(crate) struct Sink {
+    id: BuildId,
+    store: Arc<Store>,
+    controller: Controller,
+    log: BuildLog,
+    live: Arc<Live>,
+    next_seq: i64,
+    jobs: HashMap<String, Vec<i64>>,
+    /// Open stages by (path, parallel branch, job): the `seq`s of their rows.
+    stages: HashMap<StageKey, Vec<i64>>,
+    failed_writes: u64,
+    /// Open tracing spans of jobs and steps (children of the build's span), closed when
+    /// they finish so a subscriber sees their durations.
+    spans: HashMap<String, tracing::Span>,
+}
+
+impl Sink {
+    fn new(c: &Controller, id: BuildId, log: BuildLog, live: Arc<Live>) -> Sink {
+        Sink {
+            id,
+            store: c.inner.store.clone(),
+            controller: c.clone(),
+            log,
+            live,
+            next_seq: 1,
+            jobs: HashMap::new(),
+            stages: HashMap::new(),
+            failed_writes: 0,
+            spans: HashMap::new(),
+        }
+    }
+
+    fn publish(&mut self, json: String) {
+        if let Err(err) = self.log.event(&json) {
+            self.write_failed(&err);
+        }
+        self.live.push(json.into());
+    }
+
+    fn write_failed(&mut self, err: &dyn std::fmt::Display) {
+        self.failed_writes += 1;
+        if self.failed_writes <= 3 {
+            tracing::error!(build = self.id, error = %err, "cannot record a build event");
+        }
+    }
+
+    fn record(&mut self, r: Record) {
+        if let Err(err) = self.store.record(self.id, &r) {
+            self.write_failed(&err);
+        }
+    }
+
+    /// A controller event (not the runtime's): `build_status`.
+    fn status(&mut self, v: serde_json::Value) {
+        self.publish(v.to_string());
+    }
+
+    /// A line of the controller in the build's log (and stream, as log output).
+    fn line(&mut self, text: &str) {
+        let mut t = text.to_string();
+        if !t.ends_with('\n') {
+            t.push('\n');
+        }
+        self.text(&t);
+    }
+
+    fn text(&mut self, text: &str) {
+        match self.log.append(None, "", text) {
+            Ok(Some(kept)) => {
+                let ev = Event::Output {
+                    step: None,
+                    stream: Stream::Log,
+                    text: kept,
+                    place: Default::default(),
+                };
+                if let Ok(json) = serde_json::to_string(&ev) {
+                    self.publish(json);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => self.write_failed(&err),
+        }
+    }
+
+    fn seq(&mut self) -> i64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    fn event(&mut self, ev: &Event) {
+        let now = now_ms();
+        match ev {
+            Event::Output {
+                step,
+                stream,
+                text,
+                place,
+            } => {
+                let prefix = place
+                    .branch
+                    .as_ref()
+                    .map(|b| format!("[{b}] "))
+                    .unwrap_or_default();
+                let kept = match self.log.append(step.map(|s| s as i64), &prefix, text) {
+                    Ok(k) => k,
+                    Err(err) => {
+                        self.write_failed(&err);
+                        return;
+                    }
+                };
+                let Some(kept) = kept else { return };
+                let ev = Event::Output {
+                    step: *step,
+                    stream: *stream,
+                    text: kept,
+                    place: place.clone(),
+                };
+                if let Ok(json) = serde_json::to_string(&ev) {
+                    self.publish(json);
+                }
+                return;
+            }
+            Event::Notice { message, .. } => {
+                let _ = self.log.line(&format!("[{message}]"));
+            }
+            Event::JobStarted {
+                job,
+                pod,
+                label,
+                place,
+                ..
+            } => {
+                let seq = self.seq();
+                self.jobs.entry(job.clone()).or_default().push(seq);
+                let span = tracing::info_span!("job", job = %job, pod = %pod);
+                span.in_scope(|| tracing::debug!("pod ready"));
+                self.spans.insert(format!("job {job}"), span);
+                self.record(Record::JobStarted {
+                    seq,
+                    name: job.clone(),
+                    pod: pod.clone(),
+                    label: label.clone(),
+                    branch: place.branch.clone(),
+                    started_ms: now,
+                });
+            }
+            Event::JobFinished {
+                job,
+                result,
+                duration_ms,
+            } => {
+                if let Some(span) = self.spans.remove(&format!("job {job}")) {
+                    span.in_scope(
+                        || tracing::debug!(result = %result, duration_ms, "job finished"),
+                    );
+                }
+                if let Some(seq) = self.jobs.get_mut(job).and_then(Vec::pop) {
+                    self.record(Record::JobFinished {
+                        seq,
+                        result: result.as_str().into(),
+                        duration_ms: *duration_ms as i64,
+                    });
+                }
+            }
+            Event::StageStarted {
+                name,
+                path,
+                parallel_branch,
+                place,
+            } => {
+                let seq = self.seq();
+                self.stages
+                    .entry((path.clone(), place.branch.clone(), place.job.clone()))
+                    .or_default()
+                    .push(seq);
+                self.record(Record::StageStarted {
+                    seq,
+                    name: name.clone(),
+                    path: path.clone(),
+                    parallel_branch: *parallel_branch,
+                    job: place.job.clone(),
+                    branch: place.branch.clone(),
+                    started_ms: now,
+                });
+            }
+            Event::StageFinished {
+                path,
+                result,
+                skipped,
+                duration_ms,
+                place,
+                ..
+            } => {
+                let key = (path.clone(), place.branch.clone(), place.job.clone());
+                let seq = self.stages.get_mut(&key).and_then(Vec::pop);
+                let seq = match seq {
+                    Some(s) => s,
+                    // A stage that never started (skipped): a row of its own.
+                    None => {
+                        let seq = self.seq();
+                        self.record(Record::StageStarted {
+                            seq,
+                            name: path.last().cloned().unwrap_or_default(),
+                            path: path.clone(),
+                            parallel_branch: false,
+                            job: place.job.clone(),
+                            branch: place.branch.clone(),
+                            started_ms: now,
+                        });
+                        seq
+                    }
+                };
+                self.record(Record::StageFinished {
+                    seq,
+                    result: result.as_str().into(),
+                    skipped: *skipped,
+                    duration_ms: *duration_ms as i64,
+                });
+            }
+            Event::StepStarted {
+                id,
+                step,
+                summary,
+                place,
+            } => {
+                let parent = place
+                    .job
+                    .as_ref()
+                    .and_then(|j| self.spans.get(&format!("job {j}")))
+                    .cloned()
+                    .unwrap_or_else(tracing::Span::current);
+                let span = tracing::info_span!(parent: &parent, "step", id, step = %step);
+                span.in_scope(|| tracing::debug!(summary = %summary, "step started"));
+                self.spans.insert(format!("step {id}"), span);
+                self.record(Record::StepStarted {
+                    step_id: *id as i64,
+                    step: step.clone(),
+                    summary: summary.clone(),
+                    job: place.job.clone(),
+                    branch: place.branch.clone(),
+                    stage: place.stage.clone(),
+                    container: place.container.clone(),
+                    started_ms: now,
+                })
+            }
+            Event::StepFinished {
+                id,
+                result,
+                error,
+                duration_ms,
+                ..
+            } => {
+                if let Some(span) = self.spans.remove(&format!("step {id}")) {
+                    span.in_scope(
+                        || tracing::debug!(result = %result, duration_ms, "step finished"),
+                    );
+                }
+                // The step's log is complete (written through) before its result is committed.
+                let (bytes, truncated) = self.log.finish_step(*id as i64);
+                self.record(Record::StepFinished {
+                    step_id: *id as i64,
+                    result: result.as_str().into(),
+                    error: error.clone(),
+                    duration_ms: *duration_ms as i64,
+                    log_bytes: bytes as i64,
+                    log_truncated: truncated,
+                });
+                self.controller
+                    .inner
+                    .metrics
+                    .step_duration
+                    .observe(Duration::from_millis(*duration_ms));
+            }
+            Event::BuildStarted { .. } | Event::BuildFinished { .. } => {}
+        }
+        if let Ok(json) = serde_json::to_string(ev) {
+            self.publish(json);
+        }
+    }
+}

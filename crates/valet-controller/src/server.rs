@@ -1,0 +1,563 @@
+//! The HTTP side (axum): webhooks, the JSON API, server-sent events, health and metrics.
+//! Every route is documented, with its JSON, in `docs/controller.md`.
+//!
+//! Handlers never wait for a build: store calls run on blocking threads and answer from the
+//! database; a webhook is answered after its build record is committed, not after the build.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use valet_store::{BuildId, NewBuild};
+
+use crate::config::Repo;
+use crate::hooks::{self, Action, Delivery, Trigger};
+use crate::{CancelOutcome, Controller, blocking};
+
+/// The largest body a webhook or API call may have (GitHub caps its payloads at 25 MiB).
+pub const MAX_BODY: usize = 25 * 1024 * 1024;
+/// The most builds one list answers with.
+pub const MAX_LIST: u32 = 500;
+/// Bodies larger than this are parsed on a blocking thread.
+const PARSE_INLINE: usize = 256 * 1024;
+
+/// The routes of the controller, ready to serve (or to merge more routes into).
+pub fn router(c: Controller) -> Router {
+    Router::new()
+        .route("/hooks/github", post(github))
+        .route("/hooks/gitlab", post(gitlab))
+        .route("/hooks/generic", post(generic))
+        .route("/api/builds", get(list_builds))
+        .route("/api/builds/{id}", get(get_build))
+        .route("/api/builds/{id}/log", get(build_log))
+        .route("/api/builds/{id}/steps/{step}/log", get(step_log))
+        .route("/api/builds/{id}/events", get(events))
+        .route("/api/builds/{id}/cancel", post(cancel))
+        .route("/api/repos", get(list_repos))
+        .route("/api/repos/{name}/builds", post(trigger))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(crate::ui::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(c)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn ignored(c: &Controller, reason: impl Into<String>) -> Response {
+    c.inner.metrics.delivery("ignored");
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "status": "ignored", "reason": reason.into() })),
+    )
+        .into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "request failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error: {e}"),
+    )
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn parse<T: Send + 'static>(body: Bytes, f: impl FnOnce(&[u8]) -> T + Send + 'static) -> T {
+    if body.len() <= PARSE_INLINE {
+        f(&body)
+    } else {
+        blocking(move || f(&body)).await
+    }
+}
+
+impl Controller {
+    fn find_repo(&self, keys: &[String]) -> Option<&Repo> {
+        keys.iter().find_map(|k| {
+            self.inner
+                .repo_keys
+                .get(k)
+                .or_else(|| self.inner.repo_keys.get(k.trim_end_matches(".git")))
+                .map(|&i| &self.inner.config.repositories[i])
+        })
+    }
+}
+
+/// `POST /hooks/github`.
+async fn github(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Response {
+    let Some(sig) = header_str(&h, "x-hub-signature-256").map(str::to_string) else {
+        c.inner.metrics.delivery("unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256");
+    };
+    let Some(event) = header_str(&h, "x-github-event").map(str::to_string) else {
+        c.inner.metrics.delivery("invalid");
+        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Event");
+    };
+    let delivery = header_str(&h, "x-github-delivery")
+        .or_else(|| header_str(&h, "idempotency-key"))
+        .map(|d| format!("github:{d}"));
+    let b = body.clone();
+    let parsed = parse(b, move |b| hooks::github(&event, b)).await;
+    let d = match parsed {
+        Ok(d) => d,
+        Err(e) => {
+            c.inner.metrics.delivery("invalid");
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let Some(repo) = c.find_repo(&d.repo_keys).cloned() else {
+        return ignored(&c, unknown_repo(&d));
+    };
+    if !hooks::hmac_sha256_valid(repo.secret.as_bytes(), &body, &sig) {
+        c.inner.metrics.delivery("unauthorized");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the signature does not match the body",
+        );
+    }
+    accept(&c, &repo, d.action, "github", delivery).await
+}
+
+/// `POST /hooks/gitlab`.
+async fn gitlab(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = header_str(&h, "x-gitlab-token").map(str::to_string) else {
+        c.inner.metrics.delivery("unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "missing X-Gitlab-Token");
+    };
+    let delivery = header_str(&h, "x-gitlab-event-uuid")
+        .or_else(|| header_str(&h, "idempotency-key"))
+        .map(|d| format!("gitlab:{d}"));
+    let parsed = parse(body, hooks::gitlab).await;
+    let d = match parsed {
+        Ok(d) => d,
+        Err(e) => {
+            c.inner.metrics.delivery("invalid");
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let Some(repo) = c.find_repo(&d.repo_keys).cloned() else {
+        return ignored(&c, unknown_repo(&d));
+    };
+    if !hooks::token_matches(&repo.secret, &token) {
+        c.inner.metrics.delivery("unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "the token does not match");
+    }
+    accept(&c, &repo, d.action, "gitlab", delivery).await
+}
+
+/// `POST /hooks/generic`.
+async fn generic(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Response {
+    let Some(sig) = header_str(&h, "x-valet-signature-256").map(str::to_string) else {
+        c.inner.metrics.delivery("unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "missing X-Valet-Signature-256");
+    };
+    let delivery = header_str(&h, "idempotency-key").map(|d| format!("generic:{d}"));
+    let parsed = parse(body.clone(), hooks::generic).await;
+    let d = match parsed {
+        Ok(d) => d,
+        Err(e) => {
+            c.inner.metrics.delivery("invalid");
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let Some(repo) = c.find_repo(&d.repo_keys).cloned() else {
+        return ignored(&c, unknown_repo(&d));
+    };
+    if !hooks::hmac_sha256_valid(repo.secret.as_bytes(), &body, &sig) {
+        c.inner.metrics.delivery("unauthorized");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the signature does not match the body",
+        );
+    }
+    accept(&c, &repo, d.action, "generic", delivery).await
+}
+
+fn unknown_repo(d: &Delivery) -> String {
+    match d.repo_keys.first() {
+        Some(k) => format!("unknown repository `{k}`"),
+        None => "the delivery names no repository".into(),
+    }
+}
+
+/// A verified delivery: filters, then the build record (committed before the answer).
+async fn accept(
+    c: &Controller,
+    repo: &Repo,
+    action: Action,
+    trigger: &str,
+    delivery: Option<String>,
+) -> Response {
+    let t = match action {
+        Action::Ignore(reason) => return ignored(c, reason),
+        Action::Build(t) => t,
+    };
+    if t.pull_request && !repo.pull_requests {
+        return ignored(
+            c,
+            format!("pull and merge requests do not build `{}`", repo.name),
+        );
+    }
+    if !repo.builds_branch(&t.filter_branch) {
+        return ignored(
+            c,
+            format!(
+                "branch `{}` is not in the branch filter of `{}`",
+                t.filter_branch, repo.name
+            ),
+        );
+    }
+    create(c, repo, t, trigger, delivery).await
+}
+
+async fn create(
+    c: &Controller,
+    repo: &Repo,
+    t: Trigger,
+    trigger: &str,
+    delivery: Option<String>,
+) -> Response {
+    for name in [&t.commit, &t.git_ref].into_iter().flatten() {
+        if !hooks::safe_git_name(name) {
+            c.inner.metrics.delivery("invalid");
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("`{name}` is not a commit id or ref valet accepts"),
+            );
+        }
+    }
+    if !t.branch.is_empty() && !hooks::safe_git_name(&t.branch) {
+        c.inner.metrics.delivery("invalid");
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not a branch name valet accepts", t.branch),
+        );
+    }
+    let nb = NewBuild {
+        repo: repo.name.clone(),
+        branch: (!t.branch.is_empty()).then(|| t.branch.clone()),
+        commit: t.commit,
+        git_ref: t.git_ref,
+        trigger: trigger.to_string(),
+        cause: t.cause,
+        params: t.params,
+        delivery,
+    };
+    let waiting = c.queue_counts().0;
+    if waiting >= c.inner.config.max_queued {
+        c.inner.metrics.delivery("refused");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the queue is full ({waiting} builds waiting, max_queued); try again later"),
+        );
+    }
+    let (id_repo, id_branch) = (nb.repo.clone(), nb.branch.clone());
+    let store = c.inner.store.clone();
+    let created = match blocking(move || store.create_build(&nb)).await {
+        Ok(v) => v,
+        Err(e) => return internal(e),
+    };
+    let body = json!({
+        "status": if created.duplicate { "duplicate" } else { "queued" },
+        "build": created.id,
+        "number": created.number,
+        "url": format!("/api/builds/{}", created.id),
+    });
+    if created.duplicate {
+        c.inner.metrics.delivery("duplicate");
+        return (StatusCode::OK, axum::Json(body)).into_response();
+    }
+    c.enqueue(created.id, &id_repo, id_branch.as_deref());
+    c.inner.metrics.delivery("accepted");
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    commit: Option<String>,
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+}
+
+/// `POST /api/repos/{name}/builds`: a build by hand.
+async fn trigger(
+    State(c): State<Controller>,
+    Path(name): Path<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(repo) = c.inner.config.repo(&name).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown repository `{name}`"),
+        );
+    };
+    let b: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody {
+            branch: None,
+            commit: None,
+            parameters: Default::default(),
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+        }
+    };
+    if let Err(e) = hooks::check_params(&b.parameters) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let branch = b.branch.unwrap_or_default().trim().to_string();
+    let t = Trigger {
+        cause: if branch.is_empty() {
+            "started by hand".into()
+        } else {
+            format!("started by hand on {branch}")
+        },
+        filter_branch: branch.clone(),
+        branch,
+        commit: b.commit.filter(|c| !c.is_empty()),
+        git_ref: None,
+        pull_request: false,
+        params: b.parameters,
+    };
+    let delivery = header_str(&h, "idempotency-key").map(|k| format!("manual:{k}"));
+    create(&c, &repo, t, "manual", delivery).await
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    repo: Option<String>,
+    limit: Option<u32>,
+    before: Option<BuildId>,
+}
+
+/// `GET /api/builds?repo=&limit=&before=`.
+async fn list_builds(State(c): State<Controller>, Query(q): Query<ListQuery>) -> Response {
+    let store = c.inner.store.clone();
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIST);
+    match blocking(move || store.list_builds(q.repo.as_deref(), limit, q.before)).await {
+        Ok(builds) => axum::Json(json!({ "builds": builds })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/builds/{id}`.
+async fn get_build(State(c): State<Controller>, Path(id): Path<BuildId>) -> Response {
+    let store = c.inner.store.clone();
+    match blocking(move || store.build_detail(id)).await {
+        Ok(Some(d)) => axum::Json(d).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no build {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+fn text(body: String) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /api/builds/{id}/log`.
+async fn build_log(State(c): State<Controller>, Path(id): Path<BuildId>) -> Response {
+    let store = c.inner.store.clone();
+    match blocking(move || {
+        Ok::<_, valet_store::StoreError>((store.get_build(id)?, store.read_log(id)?))
+    })
+    .await
+    {
+        Ok((Some(_), log)) => text(log),
+        Ok((None, _)) => error(StatusCode::NOT_FOUND, format!("no build {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/builds/{id}/steps/{step}/log`.
+async fn step_log(State(c): State<Controller>, Path((id, step)): Path<(BuildId, i64)>) -> Response {
+    let store = c.inner.store.clone();
+    match blocking(move || {
+        Ok::<_, valet_store::StoreError>((store.get_build(id)?, store.read_step_log(id, step)?))
+    })
+    .await
+    {
+        Ok((Some(_), log)) => text(log),
+        Ok((None, _)) => error(StatusCode::NOT_FOUND, format!("no build {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/builds/{id}/events`: server-sent events. Each message's data is one event as
+/// JSON and its id the event's index; `Last-Event-ID` resumes after that index.
+async fn events(State(c): State<Controller>, Path(id): Path<BuildId>, h: HeaderMap) -> Response {
+    let from = header_str(&h, "last-event-id")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(0, |i| i + 1);
+    // Live first: a build that finishes meanwhile still delivers everything through it.
+    let live = match c.live(id) {
+        Some(l) => Some(l),
+        None => {
+            let store = c.inner.store.clone();
+            match blocking(move || store.get_build(id)).await {
+                Ok(None) => return error(StatusCode::NOT_FOUND, format!("no build {id}")),
+                Err(e) => return internal(e),
+                Ok(Some(b)) if b.result.is_none() => Some(c.inner.live.get_or_create(id)),
+                Ok(Some(_)) => None,
+            }
+        }
+    };
+    let stream: futures::stream::BoxStream<'static, Result<SseEvent, Infallible>> = match live {
+        Some(live) => live_stream(live, from),
+        None => {
+            let store = c.inner.store.clone();
+            let all = match blocking(move || store.read_events(id)).await {
+                Ok(e) => e,
+                Err(e) => return internal(e),
+            };
+            let items: Vec<Result<SseEvent, Infallible>> = all
+                .into_iter()
+                .enumerate()
+                .skip(from)
+                .map(|(i, e)| Ok(SseEvent::default().id(i.to_string()).data(e)))
+                .collect();
+            Box::pin(futures::stream::iter(items))
+        }
+    };
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn live_stream(
+    live: Arc<crate::live::Live>,
+    from: usize,
+) -> futures::stream::BoxStream<'static, Result<SseEvent, Infallible>> {
+    let watch = live.watch();
+    let state = (
+        live,
+        watch,
+        from,
+        Vec::<(usize, Arc<str>)>::new().into_iter(),
+    );
+    Box::pin(futures::stream::unfold(
+        state,
+        |(live, mut watch, mut next, mut pending)| async move {
+            loop {
+                if let Some((i, e)) = pending.next() {
+                    let ev = SseEvent::default().id(i.to_string()).data(&*e);
+                    return Some((Ok(ev), (live, watch, next, pending)));
+                }
+                watch.borrow_and_update();
+                let (events, done) = live.since(next);
+                if !events.is_empty() {
+                    let batch: Vec<(usize, Arc<str>)> = events
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, e)| (next + k, e))
+                        .collect();
+                    next += batch.len();
+                    pending = batch.into_iter();
+                    continue;
+                }
+                if done {
+                    return None;
+                }
+                if watch.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    ))
+}
+
+/// `POST /api/builds/{id}/cancel`.
+async fn cancel(State(c): State<Controller>, Path(id): Path<BuildId>) -> Response {
+    match c.cancel(id, "cancelled through the API").await {
+        Ok(CancelOutcome::Cancelled) => (
+            StatusCode::OK,
+            axum::Json(json!({ "build": id, "status": "cancelled" })),
+        )
+            .into_response(),
+        Ok(CancelOutcome::Cancelling) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "build": id, "status": "cancelling" })),
+        )
+            .into_response(),
+        Ok(CancelOutcome::AlreadyFinished) => error(
+            StatusCode::CONFLICT,
+            format!("build {id} has already finished"),
+        ),
+        Ok(CancelOutcome::NotFound) => error(StatusCode::NOT_FOUND, format!("no build {id}")),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /api/repos`.
+async fn list_repos(State(c): State<Controller>) -> Response {
+    let repos: Vec<Value> = c
+        .inner
+        .config
+        .repositories
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "url": crate::config::redact_url(&r.url),
+                "pipeline": r.pipeline,
+                "backend": r.backend,
+                "branches": r.branches,
+                "pull_requests": r.pull_requests,
+                "concurrency": r.concurrency,
+                "disable_concurrent_builds": r.disable_concurrent_builds,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "repositories": repos })).into_response()
+}
+
+/// `GET /healthz`: the store answers.
+async fn healthz(State(c): State<Controller>) -> Response {
+    let store = c.inner.store.clone();
+    match blocking(move || store.get_build(0)).await {
+        Ok(_) => {
+            let (queued, running) = c.queue_counts();
+            axum::Json(json!({ "status": "ok", "queued": queued, "running": running }))
+                .into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    }
+}
+
+/// `GET /metrics`.
+async fn metrics(State(c): State<Controller>) -> Response {
+    let (queued, running) = c.queue_counts();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        c.inner.metrics.render(queued, running),
+    )
+        .into_response()
+}

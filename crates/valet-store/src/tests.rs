@@ -1,0 +1,159 @@
+use super::*;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.sync_repos(&[("app".into(), "file:///srv/app".into())])
+        .unwrap();
+    (dir, s)
+}
+
+fn build(delivery: Option<&str>) -> NewBuild {
+    NewBuild {
+        repo: "app".into(),
+        branch: Some("main".into()),
+        commit: Some("abc".into()),
+        trigger: "github".into(),
+        cause: "push to main".into(),
+        delivery: delivery.map(str::to_string),
+        ..NewBuild::default()
+    }
+}
+
+#[test]
+fn builds_are_numbered_per_repository() {
+    let (_d, s) = store();
+    s.sync_repos(&[("lib".into(), "/srv/lib".into())]).unwrap();
+    let a = s.create_build(&build(None)).unwrap();
+    let b = s.create_build(&build(None)).unwrap();
+    let c = s
+        .create_build(&NewBuild {
+            repo: "lib".into(),
+            ..build(None)
+        })
+        .unwrap();
+    assert_eq!((a.number, b.number, c.number), (1, 2, 1));
+    assert!(matches!(
+        s.create_build(&NewBuild {
+            repo: "nope".into(),
+            ..build(None)
+        }),
+        Err(StoreError::UnknownRepo(_))
+    ));
+}
+
+#[test]
+fn a_delivery_seen_before_records_nothing() {
+    let (_d, s) = store();
+    let first = s.create_build(&build(Some("github:1"))).unwrap();
+    let again = s.create_build(&build(Some("github:1"))).unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(again.id, first.id);
+    assert_eq!(s.list_builds(None, 10, None).unwrap().len(), 1);
+}
+
+#[test]
+fn history_survives_reopening_and_running_builds_fail_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, queued) = {
+        let s = Store::open(dir.path()).unwrap();
+        s.sync_repos(&[("app".into(), "/srv/app".into())]).unwrap();
+        let a = s.create_build(&build(None)).unwrap();
+        let b = s.create_build(&build(None)).unwrap();
+        assert!(s.start_build(a.id).unwrap());
+        s.record(
+            a.id,
+            &Record::StepStarted {
+                step_id: 1,
+                step: "sh".into(),
+                summary: "make".into(),
+                job: None,
+                branch: None,
+                stage: None,
+                container: None,
+                started_ms: now_ms(),
+            },
+        )
+        .unwrap();
+        (a.id, b.id)
+    };
+    let s = Store::open(dir.path()).unwrap();
+    let failed = s.fail_running("controller restarted").unwrap();
+    assert_eq!(failed.iter().map(|b| b.id).collect::<Vec<_>>(), [running]);
+    let d = s.build_detail(running).unwrap().unwrap();
+    assert_eq!(d.build.result.as_deref(), Some("ERROR"));
+    assert_eq!(d.build.reason.as_deref(), Some("controller restarted"));
+    assert_eq!(d.steps[0].result.as_deref(), Some("ABORTED"));
+    let q = s.queued_builds().unwrap();
+    assert_eq!(q.iter().map(|b| b.id).collect::<Vec<_>>(), [queued]);
+    // A finished build does not change again.
+    assert!(!s.finish_build(running, "SUCCESS", None).unwrap());
+}
+
+#[test]
+fn cancelling_only_touches_queued_builds() {
+    let (_d, s) = store();
+    let a = s.create_build(&build(None)).unwrap();
+    let b = s.create_build(&build(None)).unwrap();
+    assert!(s.start_build(b.id).unwrap());
+    assert!(s.cancel_queued(a.id, "cancelled").unwrap());
+    assert!(!s.cancel_queued(b.id, "cancelled").unwrap());
+    assert!(!s.start_build(a.id).unwrap());
+    assert_eq!(
+        s.get_build(a.id).unwrap().unwrap().result.as_deref(),
+        Some("ABORTED")
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let c = Connection::open(dir.path().join("valet.db")).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::TooNew { found: 99, .. })
+    ));
+}
+
+#[test]
+fn step_logs_are_capped_with_a_marker() {
+    let (_d, s) = store();
+    let id = s.create_build(&build(None)).unwrap().id;
+    let mut log = s.build_log(id, 10).unwrap();
+    assert_eq!(
+        log.append(Some(1), "", "12345").unwrap().as_deref(),
+        Some("12345")
+    );
+    let kept = log.append(Some(1), "", "6789abcdef").unwrap().unwrap();
+    assert!(kept.starts_with("6789a\n"), "{kept}");
+    assert!(kept.contains(LOG_TRUNCATED_MARKER), "{kept}");
+    assert_eq!(log.append(Some(1), "", "EXTRA").unwrap(), None);
+    // Another step has its own allowance; prefixes go in the build's log only.
+    log.append(Some(2), "[a] ", "x\ny\n").unwrap();
+    let (_, truncated) = log.finish_step(1);
+    assert!(truncated);
+    let step = s.read_step_log(id, 1).unwrap();
+    assert!(step.starts_with("123456789a\n"), "{step}");
+    assert_eq!(step.matches(LOG_TRUNCATED_MARKER).count(), 1);
+    assert!(!step.contains("EXTRA"));
+    let all = s.read_log(id).unwrap();
+    assert!(all.ends_with("[a] x\n[a] y\n"), "{all}");
+    assert_eq!(s.read_step_log(id, 2).unwrap(), "x\ny\n");
+}
+
+#[test]
+fn events_are_read_back_in_order() {
+    let (_d, s) = store();
+    let id = s.create_build(&build(None)).unwrap().id;
+    let mut log = s.build_log(id, 100).unwrap();
+    log.event(r#"{"event":"a"}"#).unwrap();
+    log.event(r#"{"event":"b"}"#).unwrap();
+    assert_eq!(
+        s.read_events(id).unwrap(),
+        [r#"{"event":"a"}"#, r#"{"event":"b"}"#]
+    );
+}
