@@ -42,6 +42,10 @@ spec:
                 sh "helm lint charts/api"
                 sh "helm package charts/api --app-version ${tag} --destination dist/"
                 archiveArtifacts artifacts: 'dist/*.tgz'
+                // The Kubernetes plugin's kubeconfig wrapper (its tests use this older name).
+                kubeconfig(serverUrl: 'https://kubernetes.default', credentialsId: 'deployer') {
+                    sh "helm upgrade --install api dist/api-${tag}.tgz"
+                }
             }
         }
     }

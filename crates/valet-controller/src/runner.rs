@@ -542,38 +542,29 @@ async fn compile(source: SourceFile) -> Compiled {
         .name("compile".into())
         .stack_size(64 * 1024 * 1024)
         .spawn(move || {
-            let parsed = valet_dsl::parse(&source.text);
-            let mut diagnostics = parsed.diagnostics;
-            let mut graph = None;
-            if let Some(script) = &parsed.script {
-                let planned = valet_plan::plan(script, &source);
-                diagnostics.extend(planned.diagnostics);
-                graph = Some(planned.graph);
-            }
-            diagnostics.sort_by_key(|d| d.span.start);
+            let c = valet_plan::compile(&source);
             let _ = tx.send(Compiled {
                 source,
-                script: parsed.script,
-                graph,
-                diagnostics,
+                script: c.script,
+                graph: c.graph,
+                diagnostics: c.diagnostics,
             });
         });
+    let failed = |why: &str| Compiled {
+        source: SourceFile::new("pipeline", ""),
+        script: None,
+        graph: None,
+        diagnostics: vec![Diagnostic::error(
+            "internal",
+            valet_dsl::Span::new(0, 0),
+            format!("the pipeline could not be compiled: {why}"),
+        )],
+    };
     match spawned {
-        Ok(_) => match rx.await {
-            Ok(c) => c,
-            Err(_) => Compiled {
-                source: SourceFile::new("pipeline", ""),
-                script: None,
-                graph: None,
-                diagnostics: Vec::new(),
-            },
-        },
-        Err(_) => Compiled {
-            source: SourceFile::new("pipeline", ""),
-            script: None,
-            graph: None,
-            diagnostics: Vec::new(),
-        },
+        Ok(_) => rx
+            .await
+            .unwrap_or_else(|_| failed("the compile thread ended early")),
+        Err(e) => failed(&format!("no compile thread: {e}")),
     }
 }
 

@@ -109,26 +109,13 @@ async fn github(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Respo
     let delivery = header_str(&h, "x-github-delivery")
         .or_else(|| header_str(&h, "idempotency-key"))
         .map(|d| format!("github:{d}"));
-    let b = body.clone();
-    let parsed = parse(b, move |b| hooks::github(&event, b)).await;
-    let d = match parsed {
-        Ok(d) => d,
-        Err(e) => {
-            c.inner.metrics.delivery("invalid");
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let Some(repo) = c.find_repo(&d.repo_keys).cloned() else {
-        return ignored(&c, unknown_repo(&d));
-    };
-    if !hooks::hmac_sha256_valid(repo.secret.as_bytes(), &body, &sig) {
-        c.inner.metrics.delivery("unauthorized");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "the signature does not match the body",
-        );
-    }
-    accept(&c, &repo, d.action, "github", delivery).await
+    let payload = move |b: &[u8]| hooks::github(&event, b);
+    deliver(c, "github", body, delivery, payload, |repo, body| {
+        hooks::hmac_sha256_valid(repo.secret.as_bytes(), body, &sig)
+            .then_some(())
+            .ok_or("the signature does not match the body")
+    })
+    .await
 }
 
 /// `POST /hooks/gitlab`.
@@ -140,22 +127,12 @@ async fn gitlab(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Respo
     let delivery = header_str(&h, "x-gitlab-event-uuid")
         .or_else(|| header_str(&h, "idempotency-key"))
         .map(|d| format!("gitlab:{d}"));
-    let parsed = parse(body, hooks::gitlab).await;
-    let d = match parsed {
-        Ok(d) => d,
-        Err(e) => {
-            c.inner.metrics.delivery("invalid");
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
-    let Some(repo) = c.find_repo(&d.repo_keys).cloned() else {
-        return ignored(&c, unknown_repo(&d));
-    };
-    if !hooks::token_matches(&repo.secret, &token) {
-        c.inner.metrics.delivery("unauthorized");
-        return error(StatusCode::UNAUTHORIZED, "the token does not match");
-    }
-    accept(&c, &repo, d.action, "gitlab", delivery).await
+    deliver(c, "gitlab", body, delivery, hooks::gitlab, |repo, _| {
+        hooks::token_matches(&repo.secret, &token)
+            .then_some(())
+            .ok_or("the token does not match")
+    })
+    .await
 }
 
 /// `POST /hooks/generic`.
@@ -165,8 +142,33 @@ async fn generic(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Resp
         return error(StatusCode::UNAUTHORIZED, "missing X-Valet-Signature-256");
     };
     let delivery = header_str(&h, "idempotency-key").map(|d| format!("generic:{d}"));
-    let parsed = parse(body.clone(), hooks::generic).await;
-    let d = match parsed {
+    deliver(
+        c,
+        "generic",
+        body,
+        delivery,
+        hooks::generic,
+        |repo, body| {
+            hooks::hmac_sha256_valid(repo.secret.as_bytes(), body, &sig)
+                .then_some(())
+                .ok_or("the signature does not match the body")
+        },
+    )
+    .await
+}
+
+/// What every hook does once its headers are read: parse the payload, find the repository
+/// it names, check the delivery with that repository's secret (`verify` says why it fails),
+/// and accept it. Nothing is stored unless all of that passed.
+async fn deliver(
+    c: Controller,
+    source: &'static str,
+    body: Bytes,
+    delivery: Option<String>,
+    payload: impl FnOnce(&[u8]) -> Result<Delivery, hooks::PayloadError> + Send + 'static,
+    verify: impl FnOnce(&Repo, &[u8]) -> Result<(), &'static str>,
+) -> Response {
+    let d = match parse(body.clone(), payload).await {
         Ok(d) => d,
         Err(e) => {
             c.inner.metrics.delivery("invalid");
@@ -176,14 +178,11 @@ async fn generic(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Resp
     let Some(repo) = c.find_repo(&d.repo_keys).cloned() else {
         return ignored(&c, unknown_repo(&d));
     };
-    if !hooks::hmac_sha256_valid(repo.secret.as_bytes(), &body, &sig) {
+    if let Err(why) = verify(&repo, &body) {
         c.inner.metrics.delivery("unauthorized");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "the signature does not match the body",
-        );
+        return error(StatusCode::UNAUTHORIZED, why);
     }
-    accept(&c, &repo, d.action, "generic", delivery).await
+    accept(&c, &repo, d.action, source, delivery).await
 }
 
 fn unknown_repo(d: &Delivery) -> String {

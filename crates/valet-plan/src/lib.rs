@@ -32,6 +32,40 @@ impl PlanOutput {
     }
 }
 
+/// A file parsed and planned: its tree and plan (when it parsed) and every diagnostic of
+/// both passes, in source order.
+#[derive(Debug)]
+pub struct Compiled {
+    pub script: Option<Script>,
+    pub graph: Option<JobGraph>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Parses and plans `source`. Both passes recurse once per nesting level: callers run this
+/// on a thread whose stack the language's limits are sized for (64 MiB).
+pub fn compile(source: &SourceFile) -> Compiled {
+    let parsed = valet_dsl::parse(&source.text);
+    let mut diagnostics = parsed.diagnostics;
+    let mut graph = None;
+    if let Some(script) = &parsed.script {
+        let planned = plan(script, source);
+        diagnostics.extend(planned.diagnostics);
+        graph = Some(planned.graph);
+    }
+    diagnostics.sort_by_key(|d| d.span.start);
+    Compiled {
+        script: parsed.script,
+        graph,
+        diagnostics,
+    }
+}
+
 /// Plans `script`, parsed from `source`.
 pub fn plan(script: &Script, source: &SourceFile) -> PlanOutput {
     let names = check::Names::collect(script);

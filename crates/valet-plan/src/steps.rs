@@ -120,6 +120,8 @@ pub(crate) static STEPS: &[StepDef] = steps! {
     "withDockerRegistry" Anywhere Required => ["url": Str, "credentialsId": Str, "toolName": Str, "registry": Map];
     "withDockerServer" Anywhere Required => ["uri": Str, "credentialsId": Str];
     "withKubeConfig" Workspace Required => ["credentialsId": Str, "serverUrl": Str, "caCertificate": Str, "clusterName": Str, "contextName": Str, "namespace": Str];
+    // The Kubernetes plugin's older name for a kubeconfig around a body.
+    "kubeconfig" Workspace Required => ["credentialsId": Str, "serverUrl": Str, "caCertificate": Str];
     "withKubeCredentials" Workspace Required => ["kubectlCredentials": List];
     "splitTests" Anywhere No => ["parallelism": Any, "generateInclusions": Bool, "estimateTestsFromFiles": Bool];
     "count" Value No => ["size": Int];

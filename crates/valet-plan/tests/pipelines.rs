@@ -8,7 +8,7 @@ fn compile(
     path: &std::path::Path,
 ) -> (
     SourceFile,
-    Option<valet_plan::PlanOutput>,
+    Option<valet_plan::model::JobGraph>,
     Vec<valet_dsl::Diagnostic>,
 ) {
     let text = std::fs::read_to_string(path).expect("readable pipeline");
@@ -18,16 +18,9 @@ fn compile(
     } else {
         "pipelines"
     };
-    let name = format!("{dir}/{file}");
-    let source = SourceFile::new(name, text);
-    let parsed = valet_dsl::parse(&source.text);
-    let mut diags = parsed.diagnostics.clone();
-    let planned = parsed.script.as_ref().map(|s| valet_plan::plan(s, &source));
-    if let Some(p) = &planned {
-        diags.extend(p.diagnostics.clone());
-    }
-    diags.sort_by_key(|d| d.span.start);
-    (source, planned, diags)
+    let source = SourceFile::new(format!("{dir}/{file}"), text);
+    let compiled = valet_plan::compile(&source);
+    (source, compiled.graph, compiled.diagnostics)
 }
 
 #[test]
@@ -41,7 +34,7 @@ fn valid_pipelines_plan_without_errors() {
             source.name,
             valet_dsl::render_all(&errors, &source)
         );
-        let graph = planned.expect("a plan").graph;
+        let graph = planned.expect("a plan");
         // The JSON form must always serialise; the text form is what the snapshot pins.
         serde_json::to_string(&graph).expect("plan serialises");
         insta::assert_snapshot!(valet_plan::render::text(&graph));

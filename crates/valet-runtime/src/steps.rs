@@ -123,6 +123,7 @@ const PASS_THROUGH: &[&str] = &[
     "withSonarQubeEnv",
     "xvfb",
     "withKubeConfig",
+    "kubeconfig",
     "withAWS",
     "withKubeCredentials",
     "semaphore",

@@ -53,19 +53,11 @@ pub(crate) fn compile_source(source: SourceFile) -> Compiled {
 }
 
 fn compile_on_this_thread(source: SourceFile) -> Compiled {
-    let parsed = valet_dsl::parse(&source.text);
-    let mut diagnostics = parsed.diagnostics;
-    let mut graph = None;
-    if let Some(script) = &parsed.script {
-        let planned = valet_plan::plan(script, &source);
-        diagnostics.extend(planned.diagnostics);
-        graph = Some(planned.graph);
-    }
-    diagnostics.sort_by_key(|d| d.span.start);
+    let c = valet_plan::compile(&source);
     Compiled {
         source,
-        graph,
-        script: parsed.script,
-        diagnostics,
+        graph: c.graph,
+        script: c.script,
+        diagnostics: c.diagnostics,
     }
 }
