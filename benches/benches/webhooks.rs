@@ -4,7 +4,10 @@
 //! small JSON answer) measured in the same run.
 //!
 //! `cargo bench -p valet-benches --bench webhooks` (set `REQUESTS=N`, default 20000;
-//! `CONNECTIONS=N`, default 32). Goal: ≥ 2000 accepted/s and p99 ≤ 20 ms on 2 cores.
+//! `CONNECTIONS=N`, default 32). Goal: ≥ 2000 accepted/s and p99 ≤ 20 ms on 2 cores. Two
+//! loads: as fast as the controller answers (its capacity; latency there is mostly waiting
+//! behind the other connections' requests), and deliveries offered at 2000/s on a schedule,
+//! with latency counted from each one's scheduled time (the goal's p99).
 //!
 //! The controller runs in a second process (this binary again, `VALET_BENCH_SERVE=<config>`),
 //! the client here: 32 keep-alive HTTP/1.1 connections, each delivery a distinct body with
@@ -25,6 +28,8 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 const SECRET: &str = "bench secret";
+/// The commit every delivery names.
+static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -101,6 +106,17 @@ fn client() {
     .unwrap();
     git(&repo, &["add", "Jenkinsfile"]);
     git(&repo, &["commit", "--quiet", "-m", "bench"]);
+    let head = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .expect("git rev-parse");
+    // Every delivery names the real commit: the first build checks it out and holds on the
+    // gate, so the builds behind it stay queued and do not compete with the intake.
+    COMMIT
+        .set(String::from_utf8_lossy(&head.stdout).trim().to_string())
+        .expect("set once");
     let config = tmp.path().join("valet.yaml");
     std::fs::write(
         &config,
@@ -139,20 +155,25 @@ fn client() {
         .expect("runtime");
     rt.block_on(async {
         // Warm-up of both paths (not counted): connections, SQLite pages, allocator.
-        run(addr, Kind::Health, 1000, connections, 0).await;
-        run(addr, Kind::Push, 1000, connections, 1_000_000).await;
-        let health = run(addr, Kind::Health, requests, connections, 0).await;
-        let push = run(addr, Kind::Push, requests, connections, 0).await;
-        health.print("GET /healthz (baseline)");
-        push.print("POST /hooks/github (signed push, build recorded)");
+        run(addr, Kind::Health, 1000, connections, 0, None).await;
+        run(addr, Kind::Push, 1000, connections, 1_000_000, None).await;
+        let health = run(addr, Kind::Health, requests, connections, 0, None).await;
+        let push = run(addr, Kind::Push, requests, connections, 0, None).await;
+        health.print("GET /healthz (baseline), as fast as answered");
+        push.print("POST /hooks/github (signed push, build recorded), as fast as answered");
         println!(
             "ratio: deliveries/s ÷ healthz/s = {:.2}; p99 delivery ÷ p99 healthz = {:.2}",
             push.rate() / health.rate(),
             push.pct(0.99).as_secs_f64() / health.pct(0.99).as_secs_f64()
         );
-        let goal = push.rate() >= 2000.0 && push.pct(0.99) <= Duration::from_millis(20);
+        // The goal's load: deliveries offered at 2000/s on a schedule, latency counted from
+        // each one's scheduled time (so a stall delays, and is charged to, every request
+        // behind it).
+        let paced = run(addr, Kind::Push, requests, connections, 0, Some(2000.0)).await;
+        paced.print("POST /hooks/github offered at 2000/s");
+        let goal = push.rate() >= 2000.0 && paced.pct(0.99) <= Duration::from_millis(20);
         println!(
-            "goal (≥ 2000/s and p99 ≤ 20 ms): {}",
+            "goal (≥ 2000/s accepted, p99 ≤ 20 ms at 2000/s): {}",
             if goal { "met" } else { "NOT met" }
         );
         // Every accepted delivery is a build record: the newest build's number says how many.
@@ -162,7 +183,7 @@ fn client() {
         let number = v["builds"][0]["number"].as_i64().unwrap_or(0);
         assert_eq!(
             number as usize,
-            requests + 1000,
+            2 * requests + 1000,
             "every delivery recorded one build"
         );
         println!("builds recorded: {number}");
@@ -228,11 +249,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A signed push delivery; `n` makes the body, its signature and its delivery id unique.
+/// A signed push delivery; `n` makes its delivery id unique.
 fn push_request(n: usize) -> hyper::Request<Full<Bytes>> {
     let body = serde_json::json!({
         "ref": "refs/heads/main",
-        "after": format!("{n:040x}"),
+        "after": COMMIT.get().expect("the commit"),
         "deleted": false,
         "repository": {"name": "app", "full_name": "org/app"},
         "pusher": {"name": "bench"},
@@ -282,14 +303,16 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// `total` requests over `connections` connections, each connection sending its next
-/// request when the previous one is answered. Delivery numbers start at `offset`.
+/// `total` requests over `connections` connections. Without `rate`, each connection sends
+/// its next request when the previous one is answered; with it, request `i` is due at
+/// `i / rate` seconds and its latency counts from then. Delivery numbers start at `offset`.
 async fn run(
     addr: std::net::SocketAddr,
     kind: Kind,
     total: usize,
     connections: usize,
     offset: usize,
+    rate: Option<f64>,
 ) -> Outcome {
     static NEXT_DELIVERY: AtomicUsize = AtomicUsize::new(0);
     let counter = Arc::new(AtomicUsize::new(0));
@@ -304,14 +327,22 @@ async fn run(
             let counter = counter.clone();
             tokio::spawn(async move {
                 let mut lat = Vec::new();
-                while counter.fetch_add(1, Ordering::Relaxed) < total {
+                loop {
+                    let i = counter.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let due = rate.map(|r| started + Duration::from_secs_f64(i as f64 / r));
+                    if let Some(due) = due {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     let req = match kind {
                         Kind::Health => health_request(),
                         Kind::Push => {
                             push_request(offset + NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed))
                         }
                     };
-                    let t = Instant::now();
+                    let t = due.unwrap_or_else(Instant::now);
                     s.ready().await.expect("connection ready");
                     let r = s.send_request(req).await.expect("an answer");
                     let status = r.status().as_u16();
