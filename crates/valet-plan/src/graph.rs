@@ -215,7 +215,16 @@ impl<'a> GraphBuilder<'a> {
                 let Some(v) = value else { return vec![] };
                 self.binding(Some(&name.name), v, s.span, ctx)
             }
-            StmtKind::Assign { target, value, .. } => {
+            StmtKind::Assign { target, op, value } => {
+                // `x = …` on a known variable: its new value, when static and certain to
+                // run; otherwise (`+=` and the like too) it is no longer known: `def tag = ''`
+                // then `tag = sh(returnStdout: true)` must not show `tag` as empty later.
+                let plain = target.dotted_name().filter(|n| !n.contains('.'));
+                if let Some(n) = plain.as_deref() {
+                    self.consts.values.remove(n);
+                    let rebind = matches!(op, valet_dsl::ast::AssignOp::Set).then_some(n);
+                    return self.binding(rebind, value, s.span, ctx);
+                }
                 let steps = self.binding(None, value, s.span, ctx);
                 let visible = matches!(
                     target
