@@ -47,13 +47,28 @@ pub struct BackendConfig {
     /// Seconds between TERM and KILL when a step is interrupted.
     #[serde(default = "default_kill_grace")]
     pub kill_grace_seconds: u64,
+    /// Docker: pods kept started and ready per pod template, so a build of a template seen
+    /// before gets its pod at once (0: none). A pod is never reused across builds.
+    #[serde(default)]
+    pub warm_pool: Option<Spanned<usize>>,
 }
+
+impl BackendConfig {
+    /// Ready pods kept per pod template on Docker.
+    pub fn warm_pool(&self) -> usize {
+        self.warm_pool.as_ref().map_or(0, |s| s.value)
+    }
+}
+
+/// The most ready pods per template: each holds containers and memory on the host.
+pub const MAX_WARM_POOL: usize = 16;
 
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
             kind: default_backend(),
             kill_grace_seconds: default_kill_grace(),
+            warm_pool: None,
         }
     }
 }
@@ -259,6 +274,17 @@ impl Config {
             }
             Some(s) => s.value,
         };
+        if let Some(w) = &raw.backend.warm_pool
+            && w.value > MAX_WARM_POOL
+        {
+            return Err(at(
+                &w.referenced,
+                format!(
+                    "backend.warm_pool must be at most {MAX_WARM_POOL} pods per template, not {}",
+                    w.value
+                ),
+            ));
+        }
         let data_dir = raw
             .data_dir
             .clone()
@@ -497,6 +523,18 @@ repositories:
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("valet.yaml:12:"), "{e}");
+        let e = parse(&format!(
+            "backend:\n  kind: docker\n  warm_pool: 500\n{GOOD}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("valet.yaml:3:") && e.contains("warm_pool"),
+            "{e}"
+        );
+        let c = parse(&format!("backend:\n  warm_pool: 2\n{GOOD}")).unwrap();
+        assert_eq!(c.backend.warm_pool(), 2);
+        assert_eq!(parse(GOOD).unwrap().backend.warm_pool(), 0);
     }
 
     #[test]

@@ -113,6 +113,13 @@ impl Running {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let _ = tokio::time::timeout_at(deadline, self.server).await;
+        // The warm pool's ready pods go with the controller (a crash leaves them to gc).
+        let docker = self.controller.inner.docker.lock().await.clone();
+        if let Some(d) = docker
+            && let Err(e) = d.shutdown().await
+        {
+            tracing::warn!(error = %e, "draining the warm pool");
+        }
     }
 
     /// Waits until the server stops (it does not on its own).

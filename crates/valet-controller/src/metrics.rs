@@ -71,6 +71,8 @@ pub struct Metrics {
     deliveries: Mutex<BTreeMap<&'static str, u64>>,
     pub pod_ready: Histogram,
     pub step_duration: Histogram,
+    /// Docker pods a build took from the warm pool (shared with the backend's progress hook).
+    pub warm_pods: std::sync::Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -80,6 +82,7 @@ impl Default for Metrics {
             deliveries: Mutex::default(),
             pod_ready: Histogram::new(POD_BUCKETS),
             step_duration: Histogram::new(STEP_BUCKETS),
+            warm_pods: Default::default(),
         }
     }
 }
@@ -148,6 +151,16 @@ impl Metrics {
             &mut out,
             "valet_step_duration_seconds",
             "Duration of finished steps.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP valet_warm_pool_pods_taken_total Pods builds took ready from the Docker warm pool."
+        );
+        let _ = writeln!(out, "# TYPE valet_warm_pool_pods_taken_total counter");
+        let _ = writeln!(
+            out,
+            "valet_warm_pool_pods_taken_total {}",
+            self.warm_pods.load(Ordering::Relaxed)
         );
         out
     }

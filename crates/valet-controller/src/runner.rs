@@ -395,6 +395,14 @@ async fn docker(c: &Controller) -> Result<valet_docker::DockerBackend, BackendEr
             "the base image valet/busybox is not built: run `just images` (images/build.sh)".into(),
         ));
     }
+    let warm_pods = c.inner.metrics.warm_pods.clone();
+    let backend = backend
+        .with_warm_pool(c.inner.config.backend.warm_pool())
+        .with_progress(std::sync::Arc::new(move |p| {
+            if let valet_docker::Progress::Ready { warm: true, .. } = p {
+                warm_pods.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
     *d = Some(backend.clone());
     Ok(backend)
 }

@@ -102,3 +102,65 @@ async fn a_signed_push_runs_a_two_container_pod_on_docker_to_success() {
     assert_eq!(leftovers(pod), 0, "pod {pod} left containers or volumes");
     s.stop().await;
 }
+
+/// What this process still has on the engine: containers and volumes with its owner label.
+fn owned_by_this_process() -> usize {
+    let filter = format!(
+        "label={}={}",
+        valet_docker::gc::LABEL_OWNER,
+        valet_docker::gc::current_owner()
+    );
+    let count = |args: &[&str]| {
+        let out = Command::new("docker")
+            .args(args)
+            .args(["--filter", &filter])
+            .output()
+            .expect("docker runs");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    count(&["ps", "-aq"]) + count(&["volume", "ls", "-q"])
+}
+
+fn warm_pods_taken(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("valet_warm_pool_pods_taken_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no warm pool counter in\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_warm_pool_a_template_built_again_takes_a_ready_pod_and_stop_drains_the_pool() {
+    tokio::task::spawn_blocking(docker_prerequisites)
+        .await
+        .expect("prerequisites thread");
+    let repo = Repo::new(TWO_CONTAINERS);
+    let sha = repo.head();
+    let s = Server::start(&repo, "", "backend:\n  kind: docker\n  warm_pool: 1\n").await;
+    // The first build of the template starts cold and warms the pool behind it; a later one
+    // takes the ready pod. The pool fills in the background, so a few builds are allowed.
+    let mut taken = 0;
+    for n in 1..=5 {
+        let r = s.github_push("main", &sha, &format!("warm-{n}")).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.json()["build"].as_i64().expect("build id");
+        let b = s.wait_finished(id).await;
+        let log = s.log(id).await;
+        assert_eq!(b["result"], "SUCCESS", "{b:#}\n{log}");
+        // Both containers of the pod, pooled or not, share this build's workspace.
+        assert!(
+            log.contains(&format!("golang read: built-by-maven-{n}")),
+            "{log}"
+        );
+        taken = warm_pods_taken(&s.get("/metrics").await.body);
+        if taken > 0 {
+            assert!(n > 1, "the first build of a template cannot find it warm");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(taken > 0, "no build took a pod from the warm pool");
+    // Stopping the controller drains the pool: nothing of this process is left.
+    s.stop().await;
+    assert_eq!(owned_by_this_process(), 0, "the warm pool left pods behind");
+}
