@@ -176,3 +176,40 @@ fn jenkins_variables_come_from_the_build_and_the_checkout() {
         "{stdout}"
     );
 }
+
+#[test]
+fn rust_log_traces_the_build_its_job_and_each_step_with_durations() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("Jenkinsfile");
+    std::fs::write(&file, "node { sh 'true'; sh 'echo two' }").expect("write pipeline");
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .arg("run")
+        .arg(&file)
+        .env("RUST_LOG", "valet_runtime=info")
+        .current_dir(dir.path())
+        .output()
+        .expect("run valet");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let closed = |span: &str| {
+        err.lines()
+            .filter(|l| l.contains(span) && l.contains("close time.busy="))
+            .count()
+    };
+    assert_eq!(closed("step{id="), 2, "{err}");
+    assert_eq!(
+        closed(": valet_runtime::steps: close"),
+        3,
+        "the job and two steps\n{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(|c: char| c.is_ascii_digit())
+                && l.contains("}: valet_runtime: close")),
+        "the build's span\n{err}"
+    );
+    // Without RUST_LOG, stderr has no trace lines.
+    let (code, _, quiet) = valet_run("node { sh 'true' }", &[]);
+    assert_eq!(code, 0);
+    assert!(!quiet.contains("time.busy"), "{quiet}");
+}

@@ -247,7 +247,8 @@ pub async fn run(
         cancel: cancel.clone(),
         depth: 0,
     };
-    let r = it.exec_stmts(&ctx, &script.stmts).await;
+    let span = tracing::info_span!("build", build = %it.build_id, file = %source.name);
+    let r = tracing::Instrument::instrument(it.exec_stmts(&ctx, &script.stmts), span).await;
     let mut error = None;
     let mut backend_error = false;
     let mut result = it.build_result();

@@ -312,7 +312,12 @@ impl<'a> Interp<'a> {
             })
             .await;
             let started = Instant::now();
-            let r = self.step_inner(ctx, Some(id), name, args, span).await;
+            let traced = tracing::info_span!("step", id, step = name, build = %self.build_id);
+            let r = tracing::Instrument::instrument(
+                self.step_inner(ctx, Some(id), name, args, span),
+                traced,
+            )
+            .await;
             let (result, error) = match &r {
                 Err(Flow::Throw(e)) => (
                     match e.kind {
@@ -760,11 +765,11 @@ impl<'a> Interp<'a> {
             spec.default_container = spec.containers[0].name.clone();
         }
         let started = Instant::now();
-        let pod = self
-            .backend
-            .provision(&spec, &self.build_id)
-            .await
-            .map_err(backend_err)?;
+        let traced = tracing::info_span!("job", job = %job_id, build = %self.build_id, backend = self.backend.name());
+        let pod =
+            tracing::Instrument::instrument(self.backend.provision(&spec, &self.build_id), traced)
+                .await
+                .map_err(backend_err)?;
         let pod: Arc<dyn valet_backend::Pod> = Arc::from(pod);
         let workspace = pod.workspace();
         let label = label.or_else(|| job.and_then(|j| j.label.clone()));

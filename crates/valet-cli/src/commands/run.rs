@@ -175,6 +175,16 @@ fn pairs(items: &[String], what: &str) -> anyhow::Result<IndexMap<String, String
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Traces only when asked for (`RUST_LOG=valet_runtime=info,valet_docker=debug`): the
+    // build, job, step and backend spans with their durations, on stderr beside progress.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     match run_inner(args) {
         Ok(code) => Ok(code),
         Err(e) => {
