@@ -137,10 +137,10 @@ fn normalise(text: &str, artifacts: &Path) -> String {
     let re = regex::Regex::new(&format!(r"{}/valet-[A-Za-z0-9._-]*", regex::escape(tmp)))
         .expect("regex");
     s = re.replace_all(&s, "<tmp>").into_owned();
-    if let Ok(home) = std::env::var("HOME") {
-        if home.len() > 1 {
-            s = s.replace(&home, "<home>");
-        }
+    if let Ok(home) = std::env::var("HOME")
+        && home.len() > 1
+    {
+        s = s.replace(&home, "<home>");
     }
     let rules = [
         (r"\b\d+(\.\d+)? ?ms\b", "N ms"),

@@ -160,6 +160,7 @@ impl Pool {
                 let made = maker
                     .provision_cold(&spec, POOL_BUILD, Some(&pool.id))
                     .await;
+                #[allow(clippy::large_enum_variant)] // a local decision value, never stored
                 enum Next {
                     More,
                     Done,

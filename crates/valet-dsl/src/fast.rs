@@ -286,10 +286,10 @@ impl<'s> P<'s> {
     /// pest's implicit `skip`: `WHITESPACE* ~ (COMMENT ~ WHITESPACE*)*`.
     #[inline(always)]
     fn skip(&mut self) {
-        if let Some(&c) = self.b.get(self.pos) {
-            if matches!(c, b' ' | b'\t' | 0xEF | 0xC2 | b'\\' | b'/') {
-                self.skip_slow();
-            }
+        if let Some(&c) = self.b.get(self.pos)
+            && matches!(c, b' ' | b'\t' | 0xEF | 0xC2 | b'\\' | b'/')
+        {
+            self.skip_slow();
         }
     }
 

@@ -145,15 +145,15 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         pest::error::InputLocation::Pos(p) => p,
         pest::error::InputLocation::Span((s, _)) => s,
     };
-    if let pest::error::ErrorVariant::CustomError { message } = &e.variant {
-        if message.contains("limit reached") {
-            return Diagnostic::error(
-                "limit",
-                Span::new(pos, pos + 1),
-                "the pipeline is nested too deeply to parse",
-            )
-            .with_help("split the deepest part into a function, or flatten it");
-        }
+    if let pest::error::ErrorVariant::CustomError { message } = &e.variant
+        && message.contains("limit reached")
+    {
+        return Diagnostic::error(
+            "limit",
+            Span::new(pos, pos + 1),
+            "the pipeline is nested too deeply to parse",
+        )
+        .with_help("split the deepest part into a function, or flatten it");
     }
     let mut expected: Vec<String> = Vec::new();
     let mut push = |s: String| {
@@ -185,10 +185,10 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
             push(format!("`{}`", t.replace('\n', "\\n")));
         }
         for cs in attempts.call_stacks() {
-            if let Some(r) = cs.deepest.get_rule() {
-                if !matches!(r, Rule::WHITESPACE | Rule::nl | Rule::COMMENT | Rule::EOI) {
-                    push(rule_name(*r).to_string());
-                }
+            if let Some(r) = cs.deepest.get_rule()
+                && !matches!(r, Rule::WHITESPACE | Rule::nl | Rule::COMMENT | Rule::EOI)
+            {
+                push(rule_name(*r).to_string());
             }
         }
     }
@@ -287,26 +287,25 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
         .chars()
         .next()
         .filter(|c| matches!(c, ')' | ']' | '}'))
+        && let Some(&(open, c)) = prescan::unclosed(&text[..at.min(text.len())]).last()
     {
-        if let Some(&(open, c)) = prescan::unclosed(&text[..at.min(text.len())]).last() {
-            let want = match c {
-                b'(' => ')',
-                b'[' => ']',
-                _ => '}',
-            };
-            if want != close && !expected.contains(&format!("`{want}`")) {
-                let lc = crate::span::SourceFile::new("", text).line_col(open);
-                return Diagnostic::error(
-                    "syntax",
-                    Span::new(at, at + 1),
-                    format!(
-                        "`{close}` found, but the `{}` at {}:{} is still open",
-                        c as char, lc.line, lc.col
-                    ),
-                )
-                .with_label(format!("expected `{want}` before this"))
-                .with_help(format!("close the `{}` with `{want}`", c as char));
-            }
+        let want = match c {
+            b'(' => ')',
+            b'[' => ']',
+            _ => '}',
+        };
+        if want != close && !expected.contains(&format!("`{want}`")) {
+            let lc = crate::span::SourceFile::new("", text).line_col(open);
+            return Diagnostic::error(
+                "syntax",
+                Span::new(at, at + 1),
+                format!(
+                    "`{close}` found, but the `{}` at {}:{} is still open",
+                    c as char, lc.line, lc.col
+                ),
+            )
+            .with_label(format!("expected `{want}` before this"))
+            .with_help(format!("close the `{}` with `{want}`", c as char));
         }
     }
     // `"…${expr"`: the interpolation is not closed before the string ends.
@@ -351,23 +350,21 @@ fn syntax_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
             .with_label(format!("expected a closing {q} before the {found}"))
             .with_help("a string in `'…'` or `\"…\"` ends on its line; for several lines use `'''…'''` or `\"\"\"…\"\"\"`");
     }
-    if at_end {
-        if let Some(&(open, c)) = prescan::unclosed(text).last() {
-            let close = match c {
-                b'(' => ')',
-                b'[' => ']',
-                _ => '}',
-            };
-            return Diagnostic::error(
-                "syntax",
-                Span::new(open, open + 1),
-                format!(
-                    "unexpected end of file: this `{}` is never closed",
-                    c as char
-                ),
-            )
-            .with_label(format!("expected a matching `{close}` for this"));
-        }
+    if at_end && let Some(&(open, c)) = prescan::unclosed(text).last() {
+        let close = match c {
+            b'(' => ')',
+            b'[' => ']',
+            _ => '}',
+        };
+        return Diagnostic::error(
+            "syntax",
+            Span::new(open, open + 1),
+            format!(
+                "unexpected end of file: this `{}` is never closed",
+                c as char
+            ),
+        )
+        .with_label(format!("expected a matching `{close}` for this"));
     }
     let mut d = Diagnostic::error("syntax", Span::new(start, end), message);
     d.label = Some(match expected.len() {
@@ -1498,11 +1495,10 @@ pub(crate) fn number_kind(text: &str, span: Span, diags: &mut Vec<Diagnostic>) -
         } else {
             trimmed
         };
-        if is_float || clean.ends_with(['F', 'f', 'D', 'd']) && !clean.starts_with("0x") {
-            match trimmed.parse::<f64>() {
-                Ok(v) => return ExprKind::Float { value: v },
-                Err(_) => {}
-            }
+        if (is_float || clean.ends_with(['F', 'f', 'D', 'd']) && !clean.starts_with("0x"))
+            && let Ok(v) = trimmed.parse::<f64>()
+        {
+            return ExprKind::Float { value: v };
         }
         let parsed = if let Some(hex) = trimmed
             .strip_prefix("0x")

@@ -144,36 +144,6 @@ impl Quote {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deep_brackets_are_refused_at_the_right_spot() {
-        let text = "x = ".to_string() + &"(".repeat(300) + "1" + &")".repeat(300);
-        let err = check_nesting(&text, 256).unwrap_err();
-        assert_eq!(err.span.start as usize, 4 + 256);
-    }
-
-    #[test]
-    fn strings_and_comments_do_not_count() {
-        let text = format!(
-            "echo '{}' // {}\n/* {} */ echo \"${{ [1] }}\"",
-            "(".repeat(500),
-            "[".repeat(500),
-            "{".repeat(500)
-        );
-        check_nesting(&text, 4).unwrap();
-    }
-
-    #[test]
-    fn interpolation_nests() {
-        let text = "echo \"${ \"${ \"${ x }\" }\" }\"";
-        assert!(check_nesting(text, 2).is_err());
-        check_nesting(text, 3).unwrap();
-    }
-}
-
 /// The brackets still open at the end of `text` (byte offset and bracket), outermost first.
 pub(crate) fn unclosed(text: &str) -> Vec<(usize, u8)> {
     let b = text.as_bytes();
@@ -228,4 +198,34 @@ pub(crate) fn unclosed(text: &str) -> Vec<(usize, u8)> {
         }
     }
     stack.into_iter().map(|(at, c, _)| (at, c)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_brackets_are_refused_at_the_right_spot() {
+        let text = "x = ".to_string() + &"(".repeat(300) + "1" + &")".repeat(300);
+        let err = check_nesting(&text, 256).unwrap_err();
+        assert_eq!(err.span.start as usize, 4 + 256);
+    }
+
+    #[test]
+    fn strings_and_comments_do_not_count() {
+        let text = format!(
+            "echo '{}' // {}\n/* {} */ echo \"${{ [1] }}\"",
+            "(".repeat(500),
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        check_nesting(&text, 4).unwrap();
+    }
+
+    #[test]
+    fn interpolation_nests() {
+        let text = "echo \"${ \"${ \"${ x }\" }\" }\"";
+        assert!(check_nesting(text, 2).is_err());
+        check_nesting(text, 3).unwrap();
+    }
 }

@@ -134,10 +134,10 @@ fn visit_closures(e: &Expr, f: &mut dyn FnMut(&Closure)) {
     if let ExprKind::Closure(c) = &e.kind {
         f(c);
     }
-    if let ExprKind::Call(call) = &e.kind {
-        if let Some(c) = &call.closure {
-            f(c);
-        }
+    if let ExprKind::Call(call) = &e.kind
+        && let Some(c) = &call.closure
+    {
+        f(c);
     }
 }
 
@@ -329,14 +329,12 @@ impl Checker<'_> {
     pub(crate) fn expr(&mut self, e: &Expr) {
         match &e.kind {
             ExprKind::Call(call) => self.call(call, e),
-            ExprKind::New { class, .. } => {
-                if !allowed_class(class) {
-                    self.diags.push(
+            ExprKind::New { class, .. } if !allowed_class(class) => {
+                self.diags.push(
                         Diagnostic::error("unsupported", e.span, format!("`new {class}(…)` is not supported"))
                             .with_label("valet does not create arbitrary classes")
                             .with_help("use pipeline steps (`readFile`, `writeFile`, `sh`) or Groovy lists and maps instead"),
                     );
-                }
             }
             ExprKind::Property { name, .. } if name.name == "metaClass" => {
                 self.diags.push(Diagnostic::error(
@@ -351,28 +349,28 @@ impl Checker<'_> {
         if !matches!(e.kind, ExprKind::Closure(_)) {
             for_each_child(e, &mut |child| self.expr(child));
         }
-        if let ExprKind::Call(call) = &e.kind {
-            if let Some(c) = &call.closure {
-                self.closure(c);
-            }
+        if let ExprKind::Call(call) = &e.kind
+            && let Some(c) = &call.closure
+        {
+            self.closure(c);
         }
     }
 
     fn call(&mut self, call: &Call, e: &Expr) {
         let name = call.name.name.as_str();
         if let Some(t) = &call.target {
-            if let ExprKind::Var { name: tn } = &t.kind {
-                if (tn == "Eval" && name.starts_with("me")) || (tn == "Class" && name == "forName")
-                {
-                    self.diags.push(
-                        Diagnostic::error(
-                            "unsupported",
-                            e.span,
-                            format!("`{tn}.{name}` is not supported"),
-                        )
-                        .with_label("runs arbitrary code"),
-                    );
-                }
+            if let ExprKind::Var { name: tn } = &t.kind
+                && ((tn == "Eval" && name.starts_with("me"))
+                    || (tn == "Class" && name == "forName"))
+            {
+                self.diags.push(
+                    Diagnostic::error(
+                        "unsupported",
+                        e.span,
+                        format!("`{tn}.{name}` is not supported"),
+                    )
+                    .with_label("runs arbitrary code"),
+                );
             }
             return;
         }

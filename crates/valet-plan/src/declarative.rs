@@ -80,6 +80,8 @@ fn directives(body: &[Stmt]) -> (Vec<Directive<'_>>, Vec<&Stmt>) {
 }
 
 /// Where a declarative block's steps will run.
+// One lives per `agent` directive while it is lowered: boxing the pod would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Agent {
     /// `agent none`: no pod; each stage brings its own.
     None,
@@ -419,17 +421,18 @@ impl GraphBuilder<'_> {
                         }
                     }
                     let default = s.get("defaultContainer").map(|(v, _)| display_name(v));
-                    if let (Some(dc), Some((_, span))) = (&default, s.get("defaultContainer")) {
-                        if !pod.containers.iter().any(|c| &c.name == dc) && !pod.open {
-                            self.diags.push(
-                                Diagnostic::error(
-                                    "container",
-                                    *span,
-                                    format!("the pod has no container `{dc}`"),
-                                )
-                                .with_help("name one of the pod YAML's containers"),
-                            );
-                        }
+                    if let (Some(dc), Some((_, span))) = (&default, s.get("defaultContainer"))
+                        && !pod.containers.iter().any(|c| &c.name == dc)
+                        && !pod.open
+                    {
+                        self.diags.push(
+                            Diagnostic::error(
+                                "container",
+                                *span,
+                                format!("the pod has no container `{dc}`"),
+                            )
+                            .with_help("name one of the pod YAML's containers"),
+                        );
                     }
                     let pod = pods::finish_k8s_pod(pod, default.as_deref());
                     return Agent::Pod {
@@ -735,14 +738,12 @@ impl GraphBuilder<'_> {
         };
         let mut out = Vec::new();
         for s in &body.body {
-            if let StmtKind::Expr { expr } = &s.kind {
-                if let ExprKind::Call(c) = &expr.kind {
-                    if c.name.name == "expression" {
-                        if let Some(b) = &c.closure {
-                            checker.stmts(&b.body);
-                        }
-                    }
-                }
+            if let StmtKind::Expr { expr } = &s.kind
+                && let ExprKind::Call(c) = &expr.kind
+                && c.name.name == "expression"
+                && let Some(b) = &c.closure
+            {
+                checker.stmts(&b.body);
             }
             out.push(summary(self.src, s.span, 72));
         }

@@ -398,25 +398,25 @@ impl<'a> GraphBuilder<'a> {
             _ => {}
         }
         for_each_child(e, &mut |child| out.extend(self.nested_calls(child, ctx)));
-        if let ExprKind::Call(c) = &e.kind {
-            if let Some(cl) = &c.closure {
-                let mut inner = ctx.clone();
-                inner.dynamic = true;
-                out.extend(self.stmts(&cl.body, &mut inner));
-            }
+        if let ExprKind::Call(c) = &e.kind
+            && let Some(cl) = &c.closure
+        {
+            let mut inner = ctx.clone();
+            inner.dynamic = true;
+            out.extend(self.stmts(&cl.body, &mut inner));
         }
         out
     }
 
     fn expr_stmt(&mut self, e: &Expr, ctx: &mut Ctx) -> Vec<Step> {
-        if let ExprKind::Call(call) = &e.kind {
-            if let Some(normal) = steps::named_from_map(call) {
-                let e = Expr {
-                    kind: ExprKind::Call(normal),
-                    span: e.span,
-                };
-                return self.expr_stmt_inner(&e, ctx);
-            }
+        if let ExprKind::Call(call) = &e.kind
+            && let Some(normal) = steps::named_from_map(call)
+        {
+            let e = Expr {
+                kind: ExprKind::Call(normal),
+                span: e.span,
+            };
+            return self.expr_stmt_inner(&e, ctx);
         }
         self.expr_stmt_inner(e, ctx)
     }
@@ -896,19 +896,19 @@ impl<'a> GraphBuilder<'a> {
                 None => vec![self.step(StepKind::Call { name: full, args }, e.span, ctx)],
             };
         }
-        if name == "pull" {
-            if let Value::Str(img) = self.docker_image_of(target) {
-                let mut args = IndexMap::new();
-                args.insert("image".into(), Value::Str(img));
-                return vec![self.step(
-                    StepKind::Call {
-                        name: "docker.pull".into(),
-                        args,
-                    },
-                    e.span,
-                    ctx,
-                )];
-            }
+        if name == "pull"
+            && let Value::Str(img) = self.docker_image_of(target)
+        {
+            let mut args = IndexMap::new();
+            args.insert("image".into(), Value::Str(img));
+            return vec![self.step(
+                StepKind::Call {
+                    name: "docker.pull".into(),
+                    args,
+                },
+                e.span,
+                ctx,
+            )];
         }
         // `list.each { … }` and friends: the closure runs once per item, known at run time.
         let mut inner = ctx.clone();

@@ -79,14 +79,14 @@ pub fn plan(script: &Script, source: &SourceFile) -> PlanOutput {
     let mut outside = Vec::new();
     let mut ctx = graph::Ctx::default();
     for stmt in &script.stmts {
-        if let StmtKind::Expr { expr } = &stmt.kind {
-            if let ExprKind::Call(call) = &expr.kind {
-                if call.target.is_none() && call.name.name == "pipeline" {
-                    form = Form::Declarative;
-                    outside.extend(g.declarative(call, expr, &mut checker));
-                    continue;
-                }
-            }
+        if let StmtKind::Expr { expr } = &stmt.kind
+            && let ExprKind::Call(call) = &expr.kind
+            && call.target.is_none()
+            && call.name.name == "pipeline"
+        {
+            form = Form::Declarative;
+            outside.extend(g.declarative(call, expr, &mut checker));
+            continue;
         }
         checker.stmt(stmt);
         // Functions are walked where they are defined, detached from any node: their

@@ -40,7 +40,7 @@ pub fn text(graph: &JobGraph) -> String {
             .filter(|e| e.to == job.id)
             .map(|e| e.from.as_str())
             .collect();
-        let mut head = format!("{}", job.id);
+        let mut head = job.id.to_string();
         if let Some(l) = &job.label {
             let _ = write!(head, " on {l}");
         }
@@ -126,7 +126,7 @@ pub fn text(graph: &JobGraph) -> String {
 }
 
 fn cpu(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}", millis / 1000)
     } else {
         format!("{millis}m")
@@ -141,7 +141,7 @@ fn bytes(b: u64) -> String {
         ("Ki", 1 << 10),
     ];
     for (u, size) in UNITS {
-        if b >= size && b % size == 0 {
+        if b >= size && b.is_multiple_of(size) {
             return format!("{}{u}", b / size);
         }
     }
@@ -221,9 +221,7 @@ fn steps(out: &mut String, list: &[Step], depth: usize) {
                 let _ = writeln!(
                     out,
                     "{pad}node → {}",
-                    args.get("job")
-                        .map(|j| display_name_of(j))
-                        .unwrap_or_default()
+                    args.get("job").map(display_name_of).unwrap_or_default()
                 );
             }
             StepKind::Call { name, args } => {
@@ -323,7 +321,7 @@ fn stage_nodes(out: &mut String, steps: &[Step], job: &str, prev: &mut String, n
                 let _ = writeln!(
                     out,
                     "    {id} [label={}];",
-                    quote(&name.display().trim_matches('"').to_string())
+                    quote(name.display().trim_matches('"'))
                 );
                 let _ = writeln!(out, "    {prev} -> {id};");
                 *prev = id;
@@ -339,7 +337,7 @@ fn stage_nodes(out: &mut String, steps: &[Step], job: &str, prev: &mut String, n
                     let _ = writeln!(
                         out,
                         "    {id} [label={}, shape=ellipse];",
-                        quote(&b.name.display().trim_matches('"').to_string())
+                        quote(b.name.display().trim_matches('"'))
                     );
                     let _ = writeln!(out, "    {p} -> {id};");
                     p = id;
