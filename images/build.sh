@@ -9,6 +9,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
+# Test processes may build at once: one at a time, so apt's lists are refreshed by one.
+if command -v flock >/dev/null; then
+  exec 9>"${TMPDIR:-/tmp}/valet-images-build.lock"
+  flock 9
+fi
+
 cd "$work"
 # A fresh machine may have no package lists yet: refresh them once and retry.
 apt-get download busybox-static >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download busybox-static >/dev/null; }
