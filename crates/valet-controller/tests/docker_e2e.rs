@@ -46,9 +46,9 @@ fn docker_prerequisites() {
     }
 }
 
-/// Containers and volumes valet labelled for `pod` that still exist.
-fn leftovers(pod: &str) -> usize {
-    let filter = format!("label=valet.pod={pod}");
+/// Containers and volumes on the engine that carry `label` (`key=value`).
+fn labelled(label: &str) -> usize {
+    let filter = format!("label={label}");
     let count = |args: &[&str]| {
         let out = Command::new("docker")
             .args(args)
@@ -58,6 +58,11 @@ fn leftovers(pod: &str) -> usize {
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
     count(&["ps", "-aq"]) + count(&["volume", "ls", "-q"])
+}
+
+/// Containers and volumes valet made for `pod` that still exist.
+fn leftovers(pod: &str) -> usize {
+    labelled(&format!("valet.pod={pod}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,20 +110,11 @@ async fn a_signed_push_runs_a_two_container_pod_on_docker_to_success() {
 
 /// What this process still has on the engine: containers and volumes with its owner label.
 fn owned_by_this_process() -> usize {
-    let filter = format!(
-        "label={}={}",
+    labelled(&format!(
+        "{}={}",
         valet_docker::gc::LABEL_OWNER,
         valet_docker::gc::current_owner()
-    );
-    let count = |args: &[&str]| {
-        let out = Command::new("docker")
-            .args(args)
-            .args(["--filter", &filter])
-            .output()
-            .expect("docker runs");
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    };
-    count(&["ps", "-aq"]) + count(&["volume", "ls", "-q"])
+    ))
 }
 
 fn warm_pods_taken(metrics: &str) -> u64 {
