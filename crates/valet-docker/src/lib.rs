@@ -259,7 +259,8 @@ impl DockerBackend {
         body: ContainerCreateBody,
     ) -> Result<String, BackendError> {
         let image = body.image.clone().unwrap_or_default();
-        match self.create_once(name, &body).await {
+        let span = tracing::debug_span!("create container", container, image = %image);
+        match self.create_once(name, &body).instrument(span).await {
             Err(e) if status(&e) == Some(404) && e.to_string().contains("No such image") => {
                 match self.pull(&image).await {
                     Ok(()) => self.create_once(name, &body).await.map_err(map_err),
@@ -355,6 +356,7 @@ impl DockerBackend {
         match retry(&Backoff::ENGINE, "start container", transient, || {
             self.docker.start_container(id, None)
         })
+        .instrument(tracing::debug_span!("start container", container))
         .await
         {
             // 304: already running (an earlier attempt got through).
