@@ -63,8 +63,10 @@ review:
     cargo insta review
 
 # How many pipelines of a folder kept outside this repository `valet check` accepts, and why it refuses the rest.
+# Also checks that the parser's fast path gives pest's tree for each of them.
 corpus DIR: build
     scripts/corpus-check.sh {{DIR}}
+    find {{DIR}} -type f \( -name '*.groovy' -o -name 'Jenkinsfile*' \) -print0 | xargs -0 cargo run -q -p valet-dsl --example fastcheck | { grep -v ': fast$' || true; }
 
 # Build the container images the Docker backend and its tests use (no registry needed).
 images:

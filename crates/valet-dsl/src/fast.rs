@@ -847,15 +847,24 @@ impl<'s> P<'s> {
         }
     }
 
-    /// `params = { param ~ (nl ~ "," ~ nl ~ param)* }`
-    fn params(&mut self) -> R<Vec<Param>> {
-        let mut out = vec![self.param()?];
-        self.skip();
+    /// The repetition `(nl ~ "," ~ nl ~ item)*` (without the first `nl` when `nl_before`
+    /// is false) after a first item and the white space behind it. A repetition that does
+    /// not complete leaves the position where it began, as pest does; white space is
+    /// skipped between repetitions, not after the last.
+    fn after_commas<T>(
+        &mut self,
+        nl_before: bool,
+        mut item: impl FnMut(&mut Self) -> R<T>,
+    ) -> R<Vec<T>> {
+        let mut out = Vec::new();
         loop {
+            // Behind the first item the caller skipped already: skipping again is a no-op.
             let save = self.pos;
             self.skip();
-            self.nl();
-            self.skip();
+            if nl_before {
+                self.nl();
+                self.skip();
+            }
             if !self.eat_byte(b',') {
                 self.pos = save;
                 break;
@@ -863,14 +872,32 @@ impl<'s> P<'s> {
             self.skip();
             self.nl();
             self.skip();
-            match opt!(self, self.param()) {
-                Some(p) => out.push(p),
+            match opt!(self, item(self)) {
+                Some(v) => out.push(v),
                 None => {
                     self.pos = save;
                     break;
                 }
             }
         }
+        Ok(out)
+    }
+
+    /// `(nl ~ ",")?`: a trailing comma, maybe on its own line.
+    fn trailing_comma(&mut self) {
+        let save = self.pos;
+        self.nl();
+        self.skip();
+        if !self.eat_byte(b',') {
+            self.pos = save;
+        }
+    }
+
+    /// `params = { param ~ (nl ~ "," ~ nl ~ param)* }`
+    fn params(&mut self) -> R<Vec<Param>> {
+        let mut out = vec![self.param()?];
+        self.skip();
+        out.extend(self.after_commas(true, Self::param)?);
         Ok(out)
     }
 
@@ -1664,26 +1691,7 @@ impl<'s> P<'s> {
         }
         let mut args = vec![self.arg()?];
         self.skip();
-        loop {
-            let save = self.pos;
-            if args.len() > 1 {
-                self.skip();
-            }
-            if !self.eat_byte(b',') {
-                self.pos = save;
-                break;
-            }
-            self.skip();
-            self.nl();
-            self.skip();
-            match opt!(self, self.arg()) {
-                Some(a) => args.push(a),
-                None => {
-                    self.pos = save;
-                    break;
-                }
-            }
-        }
+        args.extend(self.after_commas(false, Self::arg)?);
         let span = self.span(start);
         // `a.b.c 'x'`: the last name is the call, the others its target.
         let (target, name) = match rest.pop() {
@@ -1811,36 +1819,9 @@ impl<'s> P<'s> {
         if let Some(a) = opt!(self, self.arg()) {
             args.push(a);
             self.skip();
-            loop {
-                let save = self.pos;
-                if args.len() > 1 {
-                    self.skip();
-                }
-                self.nl();
-                self.skip();
-                if !self.eat_byte(b',') {
-                    self.pos = save;
-                    break;
-                }
-                self.skip();
-                self.nl();
-                self.skip();
-                match opt!(self, self.arg()) {
-                    Some(a) => args.push(a),
-                    None => {
-                        self.pos = save;
-                        break;
-                    }
-                }
-            }
+            args.extend(self.after_commas(true, Self::arg)?);
             self.skip();
-            // (nl ~ ",")?
-            let save = self.pos;
-            self.nl();
-            self.skip();
-            if !self.eat_byte(b',') {
-                self.pos = save;
-            }
+            self.trailing_comma();
         }
         self.skip();
         self.nl();
@@ -2261,26 +2242,7 @@ impl<'s> P<'s> {
         if let Some(p) = opt!(self, self.closure_param()) {
             params.push(p);
             self.skip();
-            loop {
-                let save = self.pos;
-                if params.len() > 1 {
-                    self.skip();
-                }
-                if !self.eat_byte(b',') {
-                    self.pos = save;
-                    break;
-                }
-                self.skip();
-                self.nl();
-                self.skip();
-                match opt!(self, self.closure_param()) {
-                    Some(p) => params.push(p),
-                    None => {
-                        self.pos = save;
-                        break;
-                    }
-                }
-            }
+            params.extend(self.after_commas(false, Self::closure_param)?);
         }
         self.skip();
         if self.eat(b"->") { Ok(params) } else { Err(No) }
@@ -2424,37 +2386,11 @@ impl<'s> P<'s> {
             };
             add(e)?;
             self.skip();
-            let mut n = 1;
-            loop {
-                let save = self.pos;
-                if n > 1 {
-                    self.skip();
-                }
-                self.nl();
-                self.skip();
-                if !self.eat_byte(b',') {
-                    self.pos = save;
-                    break;
-                }
-                self.skip();
-                self.nl();
-                self.skip();
-                match opt!(self, self.coll_entry()) {
-                    Some(e) => add(e)?,
-                    None => {
-                        self.pos = save;
-                        break;
-                    }
-                }
-                n += 1;
+            for e in self.after_commas(true, Self::coll_entry)? {
+                add(e)?;
             }
             self.skip();
-            let save = self.pos;
-            self.nl();
-            self.skip();
-            if !self.eat_byte(b',') {
-                self.pos = save;
-            }
+            self.trailing_comma();
         }
         self.skip();
         self.nl();
