@@ -30,21 +30,7 @@ fn ensure_base_image() {
     );
 }
 
-/// Containers and volumes still labelled with pod `id`.
-fn leftovers(id: &str) -> usize {
-    let filter = format!("label=valet.pod={id}");
-    let ps = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &filter])
-        .output()
-        .expect("docker ps");
-    let vols = Command::new("docker")
-        .args(["volume", "ls", "-q", "--filter", &filter])
-        .output()
-        .expect("docker volume ls");
-    String::from_utf8_lossy(&ps.stdout).lines().count()
-        + String::from_utf8_lossy(&vols.stdout).lines().count()
-}
-
+/// The seed's shape end to end; also what a person sees while its pod starts (stderr).
 #[test]
 fn two_container_pod_runs_on_docker() {
     ensure_base_image();
@@ -85,11 +71,30 @@ fn two_container_pod_runs_on_docker() {
         .split_whitespace()
         .find(|w| w.starts_with("valet-pod-"))
         .expect("the run names its pod");
-    assert_eq!(
-        leftovers(pod),
-        0,
-        "pod {pod} left containers or volumes behind"
-    );
+    let left = remains(pod);
+    assert!(left.is_empty(), "pod {pod} left {left:?} behind");
+
+    // Pod start-up is shown on stderr, container by container, then the pod ready …
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for c in ["sandbox", "maven", "golang"] {
+        assert!(
+            stderr.contains(&format!(
+                "valet: pod {pod}: creating container {c} (valet/busybox:latest)"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("valet: pod {pod}: container {c} started")),
+            "{stderr}"
+        );
+    }
+    let ready = stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("valet: pod {pod} ready in ")))
+        .unwrap_or_else(|| panic!("no ready line: {stderr}"));
+    assert!(ready.ends_with("(3 containers)"), "{ready}");
+    // … and the build's log on stdout stays free of it.
+    assert!(!stdout.contains("creating container"), "{stdout}");
 }
 
 /// A pipeline whose one step runs for long, in a file of its own.
@@ -284,47 +289,6 @@ fn the_next_run_removes_what_a_killed_run_left() {
         "the live run's pod is untouched"
     );
     stop(live, &live_pod);
-}
-
-#[test]
-fn pod_start_up_is_shown_on_stderr() {
-    ensure_base_image();
-    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
-        .args([
-            "run",
-            "--backend",
-            "docker",
-            "pipelines/docker-two-containers.groovy",
-        ])
-        .current_dir(ROOT)
-        .output()
-        .expect("valet runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    let pod = stdout
-        .split_whitespace()
-        .find(|w| w.starts_with("valet-pod-"))
-        .expect("the run names its pod");
-    for c in ["sandbox", "maven", "golang"] {
-        assert!(
-            stderr.contains(&format!(
-                "valet: pod {pod}: creating container {c} (valet/busybox:latest)"
-            )),
-            "{stderr}"
-        );
-        assert!(
-            stderr.contains(&format!("valet: pod {pod}: container {c} started")),
-            "{stderr}"
-        );
-    }
-    let ready = stderr
-        .lines()
-        .find(|l| l.starts_with(&format!("valet: pod {pod} ready in ")))
-        .unwrap_or_else(|| panic!("no ready line: {stderr}"));
-    assert!(ready.ends_with("(3 containers)"), "{ready}");
-    // The build's log on stdout stays free of it.
-    assert!(!stdout.contains("creating container"), "{stdout}");
 }
 
 #[test]
