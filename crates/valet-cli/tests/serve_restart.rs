@@ -1,5 +1,8 @@
 //! `valet serve` as a process: a bad configuration is refused at start, and a controller
-//! killed with SIGKILL while builds run and wait loses none of them and runs no step twice.
+//! killed with SIGKILL while builds run and wait loses none of them and runs no step twice;
+//! on Docker, the pods it left are removed when it starts again.
+
+mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -31,9 +34,15 @@ fn git(dir: &Path, args: &[&str]) {
 
 /// Starts `valet serve`; returns the child and the address it printed.
 fn serve(config: &Path) -> (Child, SocketAddr) {
+    serve_with(config, &[])
+}
+
+/// `serve` with more environment variables.
+fn serve_with(config: &Path, env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
         .args(["serve", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -215,4 +224,154 @@ fn kill_9_while_10_builds_run_and_20_wait_loses_nothing_and_runs_no_step_twice()
     assert!(left.is_empty(), "{left:?}");
     second.kill().unwrap();
     second.wait().unwrap();
+}
+
+/// Containers and volumes on the engine whose owner label names process `pid`.
+fn owned_by_pid(pid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for (args, name) in [
+        (["ps", "-a"].as_slice(), "{{.Names}}"),
+        (["volume", "ls"].as_slice(), "{{.Name}}"),
+    ] {
+        let out = Command::new("docker")
+            .args(args)
+            .args(["--filter", "label=valet.owner", "--format"])
+            .arg(format!("{{{{.Label \"valet.owner\"}}}} {name}"))
+            .output()
+            .expect("docker runs");
+        found.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(&format!("/{pid}/")))
+                .map(str::to_string),
+        );
+    }
+    found
+}
+
+#[test]
+fn after_kill_9_the_next_start_removes_the_docker_pods_of_the_killed_controller() {
+    common::ensure_base_image();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(
+        repo.join("Jenkinsfile"),
+        "podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:latest')]) {\n  node(POD_LABEL) {\n    container('main') { sh 'sleep 300' }\n  }\n}\n",
+    )
+    .unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    git(&repo, &["add", "Jenkinsfile"]);
+    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    let config = dir.path().join("valet.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ndata_dir: data\nbackend:\n  kind: docker\nrepositories:\n  - name: app\n    url: {}\n    secret: s3cret\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+
+    let (mut first, addr) = serve(&config);
+    let pid = first.id();
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/api/repos/app/builds",
+        r#"{"branch":"main"}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    // Wait until the step runs in its pod.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let id = builds(addr)[0]["id"].clone();
+        let (_, b) = http(addr, "GET", &format!("/api/builds/{id}"), "");
+        if b["steps"].as_array().is_some_and(|s| !s.is_empty()) {
+            break;
+        }
+        assert!(b["result"].is_null(), "the build ended early: {b:#}");
+        assert!(Instant::now() < deadline, "the step never started: {b:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = owned_by_pid(pid);
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+    assert!(
+        left.len() >= 3,
+        "the sandbox, the container and the volume of the running pod: {left:?}"
+    );
+    assert_eq!(
+        owned_by_pid(pid),
+        left,
+        "nothing removes them while no controller runs"
+    );
+
+    let (mut second, addr) = serve(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = &builds(addr)[0];
+        let gone = owned_by_pid(pid);
+        if !b["result"].is_null() && gone.is_empty() {
+            assert_eq!(b["result"], "ERROR", "{b:#}");
+            assert_eq!(b["reason"], "controller restarted", "{b:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "within 30 s of the restart: {b:#}, still there: {gone:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[test]
+fn a_build_whose_backend_is_unavailable_ends_in_error_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("Jenkinsfile"), "node { sh 'echo never' }\n").unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    git(&repo, &["add", "Jenkinsfile"]);
+    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    let config = dir.path().join("valet.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ndata_dir: data\nrepositories:\n  - name: app\n    url: {}\n    secret: s3cret\n    backend: docker\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    // An engine that is not there.
+    let socket = dir.path().join("no-engine.sock");
+    let host = format!("unix://{}", socket.display());
+    let (mut server, addr) = serve_with(&config, &[("DOCKER_HOST", &host)]);
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/api/repos/app/builds",
+        r#"{"branch":"main"}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["build"].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b = loop {
+        let (_, b) = http(addr, "GET", &format!("/api/builds/{id}"), "");
+        if !b["result"].is_null() {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "the build never ended: {b:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(b["result"], "ERROR", "{b:#}");
+    let reason = b["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("the docker backend is not available"),
+        "{b:#}"
+    );
 }

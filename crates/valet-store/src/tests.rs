@@ -157,3 +157,19 @@ fn events_are_read_back_in_order() {
         [r#"{"event":"a"}"#, r#"{"event":"b"}"#]
     );
 }
+
+#[test]
+fn the_database_file_is_in_wal_mode_with_its_schema_version() {
+    let (d, s) = store();
+    drop(s);
+    // A separate connection to the file on disk: the mode is a property of the file.
+    let c = rusqlite::Connection::open(d.path().join("valet.db")).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(version >= 1, "migrations ran: version {version}");
+}
