@@ -227,6 +227,9 @@ impl AgentRunner {
             .into_inner();
         let (tx, rx) = mpsc::channel(OUTPUT);
         let (end_tx, end_rx) = oneshot::channel();
+        // Set when the caller cancels: it no longer reads output, so the pump stops
+        // forwarding instead of waiting for room in a channel nobody empties.
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let name = self.name.clone();
         let pump = tokio::spawn(async move {
             let mut tx = Some(tx);
@@ -258,10 +261,14 @@ impl AgentRunner {
                     Some(run_event::Event::Started(_)) | None => continue,
                 };
                 // Keep reading when nobody listens, so the process is not held up.
-                if let Some(sender) = &tx
-                    && sender.send(chunk).await.is_err()
-                {
-                    tx = None;
+                if let Some(sender) = &tx {
+                    let forwarded = tokio::select! {
+                        sent = sender.send(chunk) => sent.is_ok(),
+                        _ = stop_rx.wait_for(|stop| *stop) => false,
+                    };
+                    if !forwarded {
+                        tx = None;
+                    }
                 }
             };
             // All output is in the channel before the end is known.
@@ -275,6 +282,7 @@ impl AgentRunner {
                 id,
                 end: Some(end_rx),
                 ending: None,
+                stop: stop_tx,
                 pump,
                 name: self.name.clone(),
             },
@@ -288,6 +296,7 @@ pub struct AgentExecution {
     id: String,
     end: Option<oneshot::Receiver<Result<Ending, BackendError>>>,
     ending: Option<Ending>,
+    stop: tokio::sync::watch::Sender<bool>,
     pump: tokio::task::JoinHandle<()>,
     name: String,
 }
@@ -328,6 +337,7 @@ impl ExecutionHandle for AgentExecution {
         if let Some(e) = self.ending {
             return Ok(e.status);
         }
+        self.stop.send_replace(true);
         let span = tracing::info_span!("cancel", container = %self.name, execution = %self.id);
         let request = CancelRequest {
             execution_id: self.id.clone(),

@@ -77,6 +77,30 @@ async fn two_hundred_background_children_leave_no_zombie() {
     );
 }
 
+/// The runtime stops reading a step's output when it cancels it: a step that fills the
+/// output channel must not hold the cancel up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_returns_while_nobody_reads_a_loud_step() {
+    let d = dirs();
+    let a = agent(&d, &[], &[]).await;
+    let (output, mut exec) = a
+        .runner
+        .start_agent(Command::shell("yes valet"))
+        .await
+        .expect("start");
+    // Long enough for `yes` to fill every buffer between it and the unread channel.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        valet_backend::ExecutionHandle::cancel(&mut exec, Duration::from_millis(500)),
+    )
+    .await
+    .expect("cancel returned within 10 s")
+    .expect("cancel");
+    assert_eq!(status, ExitStatus::Signal(15));
+    drop(output);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_kills_background_sleeps_entirely() {
     let d = dirs();
