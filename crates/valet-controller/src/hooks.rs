@@ -385,9 +385,33 @@ pub fn generic(body: &[u8]) -> Result<Delivery, PayloadError> {
     })
 }
 
+/// The most parameters a build may be given, and their sizes: every step gets them in its
+/// environment, which the kernel bounds (E2BIG).
+pub const MAX_PARAMS: usize = 100;
+pub const MAX_PARAM_NAME: usize = 128;
+pub const MAX_PARAM_VALUE: usize = 64 * 1024;
+
 /// Parameters are names to strings, numbers or booleans (what `params.X` can hold).
 pub fn check_params(p: &serde_json::Map<String, serde_json::Value>) -> Result<(), PayloadError> {
+    if p.len() > MAX_PARAMS {
+        return Err(PayloadError::Invalid(format!(
+            "{} parameters: at most {MAX_PARAMS}",
+            p.len()
+        )));
+    }
     for (k, v) in p {
+        if k.len() > MAX_PARAM_NAME {
+            return Err(PayloadError::Invalid(format!(
+                "a parameter name of {} bytes: at most {MAX_PARAM_NAME}",
+                k.len()
+            )));
+        }
+        if v.as_str().is_some_and(|s| s.len() > MAX_PARAM_VALUE) {
+            return Err(PayloadError::Invalid(format!(
+                "parameter `{k}`: its value is over {} KiB",
+                MAX_PARAM_VALUE / 1024
+            )));
+        }
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(PayloadError::Invalid(format!(
                 "parameter name `{k}`: use letters, digits and `_`"
@@ -497,6 +521,24 @@ mod tests {
             (t.branch.as_str(), t.commit.as_deref()),
             ("MR-3", Some("c0ffee"))
         );
+    }
+
+    #[test]
+    fn parameters_are_bounded_in_number_and_size() {
+        let mut p = serde_json::Map::new();
+        p.insert("VERSION".into(), "1.2".into());
+        assert!(check_params(&p).is_ok());
+        p.insert("BIG".into(), "x".repeat(MAX_PARAM_VALUE + 1).into());
+        let e = check_params(&p).unwrap_err().to_string();
+        assert!(e.contains("BIG") && e.contains("64 KiB"), "{e}");
+        p.remove("BIG");
+        p.insert("N".repeat(MAX_PARAM_NAME + 1), "x".into());
+        assert!(check_params(&p).is_err());
+        let many: serde_json::Map<_, _> = (0..=MAX_PARAMS)
+            .map(|i| (format!("P{i}"), serde_json::Value::from(i)))
+            .collect();
+        let e = check_params(&many).unwrap_err().to_string();
+        assert!(e.contains("at most 100"), "{e}");
     }
 
     #[test]

@@ -421,7 +421,19 @@ async fn events(State(c): State<Controller>, Path(id): Path<BuildId>, h: HeaderM
             match blocking(move || store.get_build(id)).await {
                 Ok(None) => return error(StatusCode::NOT_FOUND, format!("no build {id}")),
                 Err(e) => return internal(e),
-                Ok(Some(b)) if b.result.is_none() => Some(c.inner.live.get_or_create(id)),
+                Ok(Some(b)) if b.result.is_none() => {
+                    let live = c.inner.live.get_or_create(id);
+                    // It may have finished (and dropped its live entry) since the read: then
+                    // the entry just made would never finish, so the store answers instead.
+                    let store = c.inner.store.clone();
+                    match blocking(move || store.get_build(id)).await {
+                        Ok(Some(b)) if b.result.is_some() => {
+                            c.inner.live.remove(id);
+                            None
+                        }
+                        _ => Some(live),
+                    }
+                }
                 Ok(Some(_)) => None,
             }
         }
