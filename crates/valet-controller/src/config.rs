@@ -405,14 +405,18 @@ fn error_message(e: &serde_saphyr::Error) -> String {
 /// `url` without the credentials it may carry (`https://user:token@host/…` →
 /// `https://***@host/…`), for logs, the API and the steps' `GIT_URL`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+    match url_userinfo(url) {
+        Some(userinfo) => url.replacen(&format!("{userinfo}@"), "***@", 1),
         None => url.to_string(),
     }
+}
+
+/// The credentials of `url` (`user:token` of `https://user:token@host/…`), up to the last
+/// `@` of the authority, so a password holding a raw `@` is taken whole.
+pub fn url_userinfo(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    authority.rfind('@').map(|at| &authority[..at])
 }
 
 /// `*` matches any run of characters (`/` included), `?` one character; the rest is literal.
@@ -565,6 +569,14 @@ repositories:
             "git@github.com:a/b.git"
         );
         assert_eq!(redact_url("https://h/x@y"), "https://h/x@y");
+        assert_eq!(
+            redact_url("https://bot:p@ss@git.example.com/a"),
+            "https://***@git.example.com/a"
+        );
+        assert_eq!(
+            url_userinfo("https://bot:p@ss@git.example.com/a@b"),
+            Some("bot:p@ss")
+        );
     }
 
     #[test]

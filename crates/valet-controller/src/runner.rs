@@ -644,20 +644,12 @@ async fn checkout_repo(url: &str, dir: &Path, b: &BuildRow) -> Result<Checkout, 
 
 /// `text` without the credentials of `url` (git may quote the URL in its errors).
 fn scrub(text: &str, url: &str) -> String {
-    let redacted = crate::config::redact_url(url);
-    if redacted == url {
-        return text.to_string();
+    match crate::config::url_userinfo(url).filter(|u| !u.is_empty()) {
+        Some(userinfo) => text
+            .replace(url, &crate::config::redact_url(url))
+            .replace(userinfo, "***"),
+        None => text.to_string(),
     }
-    let userinfo = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .map(|(u, _)| u)
-        .unwrap_or_default();
-    let mut t = text.replace(url, &redacted);
-    if !userinfo.is_empty() {
-        t = t.replace(userinfo, "***");
-    }
-    t
 }
 
 /// Runs `git` (in `dir`), its output trimmed; an error carries git's own words.
