@@ -20,12 +20,15 @@ pub mod binary;
 pub mod client;
 pub mod reaper;
 pub mod server;
+mod units;
 
 /// The generated protocol types (`valet.agent.v1`).
 #[allow(unreachable_pub, clippy::all)]
 pub mod proto {
     tonic::include_proto!("valet.agent.v1");
 }
+
+pub use units::human_bytes;
 
 #[cfg(feature = "client")]
 pub use client::{AgentExecution, AgentRunner, ConnectError};

@@ -264,17 +264,6 @@ impl Cap {
     }
 }
 
-fn human(bytes: u64) -> String {
-    const MIB: u64 = 1024 * 1024;
-    if bytes >= MIB && bytes.is_multiple_of(MIB) {
-        format!("{} MiB", bytes / MIB)
-    } else if bytes >= 1024 && bytes.is_multiple_of(1024) {
-        format!("{} KiB", bytes / 1024)
-    } else {
-        format!("{bytes} bytes")
-    }
-}
-
 /// Reads one pipe to its end, sending at most what the cap allows; keeps reading (and
 /// dropping) past the cap and after the caller went away, so the process never blocks on a
 /// full pipe for those reasons.
@@ -422,7 +411,7 @@ impl StepRunner for Service {
                 if dropped > 0 {
                     let marker = format!(
                         "\n[valet-agent: output cut here at the cap of {}; {dropped} more bytes dropped]\n",
-                        human(cap.limit)
+                        crate::human_bytes(cap.limit)
                     )
                     .into_bytes();
                     let event = if cap.cut_on.load(Ordering::Relaxed) == STDERR {
