@@ -389,12 +389,7 @@ async fn docker(c: &Controller) -> Result<valet_docker::DockerBackend, BackendEr
     if let Some(d) = d.as_ref() {
         return Ok(d.clone());
     }
-    let backend = valet_docker::DockerBackend::connect().await?;
-    if !backend.has_base_image().await? {
-        return Err(BackendError::Unavailable(
-            "the base image valet/busybox is not built: run `just images` (images/build.sh)".into(),
-        ));
-    }
+    let backend = valet_docker::DockerBackend::connect_ready().await?;
     let warm_pods = c.inner.metrics.warm_pods.clone();
     let backend = backend
         .with_warm_pool(c.inner.config.backend.warm_pool())

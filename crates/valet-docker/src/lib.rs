@@ -113,6 +113,19 @@ pub enum Progress {
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 impl DockerBackend {
+    /// [`DockerBackend::connect`], then checks that the base image is built: what every
+    /// user of the backend needs before a pod can start.
+    pub async fn connect_ready() -> Result<Self, BackendError> {
+        let d = Self::connect().await?;
+        if !d.has_base_image().await? {
+            return Err(BackendError::Unavailable(
+                "the base image valet/busybox is not built: run `just images` (images/build.sh)"
+                    .into(),
+            ));
+        }
+        Ok(d)
+    }
+
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the
     /// API version.
     pub async fn connect() -> Result<Self, BackendError> {

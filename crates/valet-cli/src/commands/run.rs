@@ -115,12 +115,7 @@ async fn interrupted() -> bool {
 async fn connect_docker(
     warm_pool: usize,
 ) -> Result<valet_docker::DockerBackend, valet_backend::BackendError> {
-    let d = valet_docker::DockerBackend::connect().await?;
-    if !d.has_base_image().await? {
-        return Err(valet_backend::BackendError::Unavailable(
-            "the base image valet/busybox is not built: run `just images` (images/build.sh)".into(),
-        ));
-    }
+    let d = valet_docker::DockerBackend::connect_ready().await?;
     match d.gc(&valet_docker::gc::Scope::Orphans).await {
         Ok(r) if !r.is_empty() => eprint!(
             "valet: removed what earlier runs left behind:\n{}",
