@@ -132,6 +132,9 @@ impl Pool {
         if size == 0 {
             return;
         }
+        // Held until the filler is in the set: `drain` closes the pool under this lock, so a
+        // filler is either refused or joined by it, never started behind its back.
+        let mut fillers = self.fillers.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut state = self.state();
             if state.closed {
@@ -203,17 +206,16 @@ impl Pool {
                 }
             }
         };
-        self.fillers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spawn_on(fill, &rt);
+        fillers.spawn_on(fill, &rt);
     }
 
     /// Stops filling, waits for the fillers and removes every ready pod.
     pub(crate) async fn drain(&self) -> Result<(), BackendError> {
-        self.state().closed = true;
-        let mut fillers =
-            std::mem::take(&mut *self.fillers.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut fillers = {
+            let mut set = self.fillers.lock().unwrap_or_else(|e| e.into_inner());
+            self.state().closed = true;
+            std::mem::take(&mut *set)
+        };
         while fillers.join_next().await.is_some() {}
         let pods: Vec<DockerPod> = self
             .state()
