@@ -693,6 +693,8 @@ pub(crate) struct Sink {
     /// Open tracing spans of jobs and steps (children of the build's span), closed when
     /// they finish so a subscriber sees their durations.
     spans: HashMap<String, tracing::Span>,
+    /// Output is written to the log a whole line at a time.
+    lines: valet_runtime::Lines,
 }
 
 impl Sink {
@@ -708,6 +710,7 @@ impl Sink {
             stages: HashMap::new(),
             failed_writes: 0,
             spans: HashMap::new(),
+            lines: valet_runtime::Lines::default(),
         }
     }
 
@@ -736,17 +739,23 @@ impl Sink {
         self.publish(v.to_string());
     }
 
-    /// A line of the controller in the build's log (and stream, as log output).
+    /// A line of the controller in the build's log (and stream, as log output), never
+    /// capped away.
     fn line(&mut self, text: &str) {
-        let mut t = text.to_string();
-        if !t.ends_with('\n') {
-            t.push('\n');
-        }
-        self.text(&t);
+        let written = self.log.line(text);
+        self.published(written);
     }
 
+    /// Text of the build itself that may be long (the pipeline's diagnostics): capped like
+    /// other build output.
     fn text(&mut self, text: &str) {
-        match self.log.append(None, "", text) {
+        let written = self.log.append(None, "", text);
+        self.published(written);
+    }
+
+    /// What the log kept of the build's own text, out to the live stream.
+    fn published(&mut self, written: Result<Option<String>, valet_store::StoreError>) {
+        match written {
             Ok(Some(kept)) => {
                 let ev = Event::Output {
                     step: None,
@@ -769,6 +778,49 @@ impl Sink {
         s
     }
 
+    /// One whole line (or a step's last, unfinished one) of output: into the capped log and
+    /// out to the live stream.
+    fn output(
+        &mut self,
+        step: Option<u64>,
+        stream: Stream,
+        place: &valet_runtime::Place,
+        line: &str,
+    ) {
+        let prefix = place
+            .branch
+            .as_ref()
+            .map(|b| format!("[{b}] "))
+            .unwrap_or_default();
+        let kept = match self.log.append(step.map(|s| s as i64), &prefix, line) {
+            Ok(k) => k,
+            Err(err) => {
+                self.write_failed(&err);
+                return;
+            }
+        };
+        let Some(kept) = kept else { return };
+        let ev = Event::Output {
+            step,
+            stream,
+            text: kept,
+            place: place.clone(),
+        };
+        if let Ok(json) = serde_json::to_string(&ev) {
+            self.publish(json);
+        }
+    }
+
+    fn flush(&mut self, leftovers: Vec<valet_runtime::Leftover>) {
+        for l in leftovers {
+            let place = valet_runtime::Place {
+                branch: l.branch,
+                ..Default::default()
+            };
+            self.output(l.step, l.stream, &place, &l.text);
+        }
+    }
+
     fn event(&mut self, ev: &Event) {
         let now = now_ms();
         match ev {
@@ -778,30 +830,26 @@ impl Sink {
                 text,
                 place,
             } => {
-                let prefix = place
-                    .branch
-                    .as_ref()
-                    .map(|b| format!("[{b}] "))
-                    .unwrap_or_default();
-                let kept = match self.log.append(step.map(|s| s as i64), &prefix, text) {
-                    Ok(k) => k,
-                    Err(err) => {
-                        self.write_failed(&err);
-                        return;
-                    }
-                };
-                let Some(kept) = kept else { return };
-                let ev = Event::Output {
-                    step: *step,
-                    stream: *stream,
-                    text: kept,
-                    place: place.clone(),
-                };
-                if let Ok(json) = serde_json::to_string(&ev) {
-                    self.publish(json);
+                for line in self
+                    .lines
+                    .push(*step, *stream, place.branch.as_deref(), text)
+                {
+                    self.output(*step, *stream, place, &line);
                 }
                 return;
             }
+            Event::StepFinished { id, .. } => {
+                let left = self.lines.finish_step(*id);
+                self.flush(left);
+            }
+            Event::BuildFinished { .. } => {
+                let left = self.lines.finish_all();
+                self.flush(left);
+            }
+            _ => {}
+        }
+        match ev {
+            Event::Output { .. } => {}
             Event::Notice { message, .. } => {
                 let _ = self.log.line(&format!("[{message}]"));
             }

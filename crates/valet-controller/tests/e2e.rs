@@ -640,6 +640,27 @@ async fn a_steps_output_is_capped_with_a_marker() {
     s.stop().await;
 }
 
+/// Output arrives in pieces; the log holds whole lines: parallel branches writing at the
+/// same time, and a step that ends without a newline, do not run into each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_keeps_lines_whole_across_parallel_branches() {
+    let repo = Repo::new(
+        "node {\n  parallel(\n    a: { sh 'printf \"a-one \"; sleep 0.4; printf \"a-two\\\\n\"' },\n    b: { sh 'sleep 0.2; printf \"b-one \"; sleep 0.4; echo b-two' }\n  )\n  sh 'printf no-newline-at-the-end'\n  sh 'echo next-step'\n}\n",
+    );
+    let s = Server::start(&repo, "", "").await;
+    let r = s.github_push("main", &repo.head(), "lines-1").await;
+    let id = r.json()["build"].as_i64().unwrap();
+    let b = s.wait_finished(id).await;
+    let log = s.log(id).await;
+    assert_eq!(b["result"], "SUCCESS", "{b:#}\n{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.contains(&"[a] a-one a-two"), "{log}");
+    assert!(lines.contains(&"[b] b-one b-two"), "{log}");
+    assert!(lines.contains(&"no-newline-at-the-end"), "{log}");
+    assert!(lines.contains(&"next-step"), "{log}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_queued_build_aborts_it_before_it_starts() {
     let repo = Repo::new("node { sh 'sleep 2' }\n");

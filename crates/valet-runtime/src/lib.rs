@@ -19,6 +19,7 @@ mod declarative;
 pub mod event;
 mod glob;
 mod interp;
+pub mod lines;
 mod methods;
 mod scope;
 pub mod secrets;
@@ -39,6 +40,7 @@ use valet_plan::model::JobGraph;
 
 pub use event::{BuildResult, Event, NoticeLevel, Place, Stream};
 pub use interp::StageSummary;
+pub use lines::{Leftover, Lines};
 pub use secrets::Secrets;
 
 use interp::{Ctx, Flow, Interp};

@@ -146,14 +146,18 @@ impl BuildLog {
         Ok(Some(kept))
     }
 
-    /// A whole line of the build itself (a message of the controller), never capped away
-    /// silently: it counts towards the build's own limit like other build output.
+    /// A whole line of the controller itself (what it checks out, how the build ended):
+    /// always written, outside every cap, so a build whose output filled its share still
+    /// says how it ended. There are a handful per build.
     pub fn line(&mut self, text: &str) -> Result<Option<String>, StoreError> {
         let mut t = text.to_string();
         if !t.ends_with('\n') {
             t.push('\n');
         }
-        self.append(None, "", &t)
+        self.log
+            .write_all(t.as_bytes())
+            .map_err(io(&self.dir.join(BUILD_LOG)))?;
+        Ok(Some(t))
     }
 
     /// What a step wrote: bytes kept and whether it was cut.

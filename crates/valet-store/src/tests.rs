@@ -173,3 +173,17 @@ fn the_database_file_is_in_wal_mode_with_its_schema_version() {
         .unwrap();
     assert!(version >= 1, "migrations ran: version {version}");
 }
+
+#[test]
+fn the_controllers_lines_are_kept_past_the_builds_own_cap() {
+    let (_d, s) = store();
+    let id = s.create_build(&build(None)).unwrap().id;
+    let mut log = s.build_log(id, 10).unwrap();
+    let kept = log.append(None, "", "0123456789abcdef").unwrap().unwrap();
+    assert!(kept.contains(LOG_TRUNCATED_MARKER), "{kept}");
+    assert_eq!(log.append(None, "", "EXTRA").unwrap(), None);
+    assert!(log.line("Finished: SUCCESS").unwrap().is_some());
+    let all = s.read_log(id).unwrap();
+    assert!(all.ends_with("Finished: SUCCESS\n"), "{all}");
+    assert!(!all.contains("EXTRA"), "{all}");
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indexmap::IndexMap;
-use valet_runtime::{BuildResult, Event, NoticeLevel, RunOptions, ScmInfo, Secrets, Stream};
+use valet_runtime::{BuildResult, Event, NoticeLevel, RunOptions, ScmInfo, Secrets};
 
 /// What `valet run --help` says after the options.
 pub(crate) const AFTER_HELP: &str = "\
@@ -392,7 +392,7 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
         None
     };
     let mut out = std::io::stdout();
-    let mut partial: HashMap<(Option<u64>, u8, Option<String>), String> = HashMap::new();
+    let mut lines = valet_runtime::Lines::default();
     let mut stages: Vec<(String, BuildResult, bool, u64)> = Vec::new();
     while let Some(ev) = rx.recv().await {
         if format == OutputFormat::Json {
@@ -508,14 +508,10 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                     );
                 }
             }
-            Event::StepFinished { id, place, .. } => {
+            Event::StepFinished { id, .. } => {
                 running.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-                for s in [0u8, 1] {
-                    if let Some(rest) = partial.remove(&(Some(*id), s, place.branch.clone()))
-                        && !rest.is_empty()
-                    {
-                        let _ = writeln!(out, "{}{rest}", prefix(&place.branch));
-                    }
+                for l in lines.finish_step(*id) {
+                    let _ = write!(out, "{}{}", prefix(&l.branch), l.text);
                 }
             }
             Event::Output {
@@ -524,30 +520,16 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                 text,
                 place,
             } => {
-                let s = match stream {
-                    Stream::Stdout => 0u8,
-                    Stream::Stderr => 1,
-                    Stream::Log => 2,
-                };
-                let key = (*step, s, place.branch.clone());
-                let buf = partial.entry(key.clone()).or_default();
-                buf.push_str(text);
-                while let Some(i) = buf.find('\n') {
-                    let line: String = buf.drain(..=i).collect();
+                for line in lines.push(*step, *stream, place.branch.as_deref(), text) {
                     let _ = write!(out, "{}{line}", prefix(&place.branch));
-                }
-                if buf.is_empty() {
-                    partial.remove(&key);
                 }
             }
             Event::BuildFinished {
                 result,
                 duration_ms,
             } => {
-                for ((_, _, branch), rest) in partial.drain() {
-                    if !rest.is_empty() {
-                        let _ = writeln!(out, "{}{rest}", prefix(&branch));
-                    }
+                for l in lines.finish_all() {
+                    let _ = write!(out, "{}{}", prefix(&l.branch), l.text);
                 }
                 if !stages.is_empty() {
                     let width = stages
