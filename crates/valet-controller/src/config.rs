@@ -411,6 +411,14 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `url` without its credentials (`https://host/…`).
+pub fn url_without_userinfo(url: &str) -> String {
+    match url_userinfo(url) {
+        Some(userinfo) => url.replacen(&format!("{userinfo}@"), "", 1),
+        None => url.to_string(),
+    }
+}
+
 /// The credentials of `url` (`user:token` of `https://user:token@host/…`), up to the last
 /// `@` of the authority, so a password holding a raw `@` is taken whole.
 pub fn url_userinfo(url: &str) -> Option<&str> {
@@ -577,6 +585,11 @@ repositories:
             url_userinfo("https://bot:p@ss@git.example.com/a@b"),
             Some("bot:p@ss")
         );
+        assert_eq!(
+            url_without_userinfo("https://bot:p@ss@git.example.com/a@b"),
+            "https://git.example.com/a@b"
+        );
+        assert_eq!(url_without_userinfo("file:///srv/a"), "file:///srv/a");
     }
 
     #[test]

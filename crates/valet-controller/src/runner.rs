@@ -634,6 +634,12 @@ async fn checkout_repo(url: &str, dir: &Path, b: &BuildRow) -> Result<Checkout, 
             .ok()
             .map(|s| s.strip_prefix("origin/").unwrap_or(&s).to_string()),
     };
+    // The checkout is the steps' workspace: the clone URL's credentials do not stay in its
+    // `.git/config`, where any step could read them.
+    if crate::config::url_userinfo(url).is_some() {
+        let bare = crate::config::url_without_userinfo(url);
+        git(repo, &["remote", "set-url", "origin", &bare]).await?;
+    }
     Ok(Checkout { commit, branch })
 }
 
