@@ -10,7 +10,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use valet_backend::{Backend, Command, conformance};
+use valet_backend::{Command, conformance};
+use valet_backend::conformance::ProvisionSpec as _;
 use valet_docker::DockerBackend;
 
 fn count(var: &str, default: usize) -> usize {
@@ -49,7 +50,7 @@ async fn through_agent(
     n: usize,
 ) -> (Vec<Duration>, Box<dyn valet_backend::Pod>) {
     let pod = backend
-        .provision(&conformance::spec("bench", &["main"]), "bench")
+        .provision_spec(&conformance::spec("bench", &["main"]), "bench")
         .await
         .expect("provision");
     let runner = pod.runner("main").expect("runner");

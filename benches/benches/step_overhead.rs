@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use valet_backend::{Backend, Command, conformance};
+use valet_backend::{Command, conformance};
+use valet_backend::conformance::ProvisionSpec as _;
 
 fn steps() -> usize {
     std::env::var("STEPS")
@@ -31,7 +32,7 @@ fn baseline(n: usize) -> Duration {
 async fn backend_only(n: usize) -> Duration {
     let backend = valet_local::LocalBackend::temporary();
     let pod = backend
-        .provision(&conformance::spec("bench", &["default"]), "bench")
+        .provision_spec(&conformance::spec("bench", &["default"]), "bench")
         .await
         .expect("provision");
     let runner = pod.runner("default").expect("runner");

@@ -38,36 +38,50 @@ fn dependencies_point_one_way() {
     let allowed: &[(&str, &[&str])] = &[
         ("valet-dsl", &[]),
         ("valet-plan", &["valet-dsl"]),
-        ("valet-backend", &["valet-plan"]),
-        ("valet-local", &["valet-backend", "valet-plan"]),
+        // The contract: pod types, the provision request, the trait. It knows no planner.
+        ("valet-backend", &[]),
+        ("valet-local", &["valet-backend"]),
         // The step protocol: its client implements the backend contract's `StepRunner`.
         ("valet-agent", &["valet-backend"]),
+        ("valet-docker", &["valet-backend", "valet-agent"]),
+        // The one place backends are built: each adapter is one enum arm here.
         (
-            "valet-docker",
-            &["valet-backend", "valet-plan", "valet-agent"],
+            "valet-backends",
+            &["valet-backend", "valet-local", "valet-docker"],
         ),
         ("valet-store", &[]),
         (
             "valet-runtime",
             &["valet-backend", "valet-plan", "valet-dsl"],
         ),
-        // Orchestration: picks a backend by configuration, as the CLI does.
+        // Orchestration: builds its backends through valet-backends and names no adapter.
         (
             "valet-controller",
             &[
                 "valet-store",
                 "valet-runtime",
                 "valet-backend",
-                "valet-local",
-                "valet-docker",
+                "valet-backends",
                 "valet-dsl",
                 "valet-plan",
+            ],
+        ),
+        // The binary edge: the same door as the controller, no adapter by name.
+        (
+            "valet-cli",
+            &[
+                "valet-dsl",
+                "valet-plan",
+                "valet-runtime",
+                "valet-backend",
+                "valet-backends",
+                "valet-controller",
             ],
         ),
     ];
     // Every library crate has its place in the table: a new crate must say where it sits.
     for name in deps.keys().filter(|n| n.starts_with("valet-")) {
-        if ["valet-cli", "valet-tests", "valet-benches"].contains(&name.as_str()) {
+        if ["valet-tests", "valet-benches"].contains(&name.as_str()) {
             continue;
         }
         assert!(

@@ -12,9 +12,32 @@
 //! The suite needs `/bin/sh`, `sleep`, `cat`, `grep` and `/proc` in the containers it runs
 //! in (a busybox image has them all).
 
-use crate::{Backend, BackendError, Command, Execution, ExitStatus, Output, Pod, PodSpec};
+use crate::{
+    Backend, BackendError, Command, Execution, ExitStatus, Output, Pod, PodSpec, ProvisionRequest,
+};
 use std::time::{Duration, Instant};
-use valet_plan::model::ContainerSpec;
+
+/// `provision` of a bare spec, for tests and benchmarks that need no more of a request.
+#[async_trait::async_trait]
+pub trait ProvisionSpec {
+    async fn provision_spec(
+        &self,
+        spec: &PodSpec,
+        build_id: &str,
+    ) -> Result<Box<dyn Pod>, BackendError>;
+}
+
+#[async_trait::async_trait]
+impl<B: Backend + ?Sized> ProvisionSpec for B {
+    async fn provision_spec(
+        &self,
+        spec: &PodSpec,
+        build_id: &str,
+    ) -> Result<Box<dyn Pod>, BackendError> {
+        self.provision(&ProvisionRequest::new(spec.clone(), build_id))
+            .await
+    }
+}
 
 /// Everything a command printed and how it ended.
 #[derive(Debug, Clone)]
@@ -44,26 +67,15 @@ pub async fn collect(mut exec: Execution) -> Result<Collected, BackendError> {
 
 /// A pod spec with these containers (no images: a container backend fills in its test image).
 pub fn spec(name: &str, containers: &[&str]) -> PodSpec {
-    PodSpec {
-        name: name.to_string(),
-        containers: containers
-            .iter()
-            .map(|c| ContainerSpec {
-                name: c.to_string(),
-                ..Default::default()
-            })
-            .collect(),
-        default_container: containers
-            .first()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
-        ..Default::default()
-    }
+    PodSpec::of_containers(name, containers)
 }
 
 async fn provision(backend: &dyn Backend, containers: &[&str]) -> Box<dyn Pod> {
     backend
-        .provision(&spec("conformance", containers), "conformance")
+        .provision(&ProvisionRequest::new(
+            spec("conformance", containers),
+            "conformance",
+        ))
         .await
         .unwrap_or_else(|e| panic!("{}: provision failed: {e}", backend.name()))
 }

@@ -1,17 +1,25 @@
 //! `valet-backend`: the contract between the runtime and the places pods run.
 //!
-//! A [`Backend`] provisions a [`Pod`] from a [`PodSpec`] and the pod hands out a
-//! [`StepRunner`] per container. The runtime knows only these traits; each backend
-//! (`valet-local`, later Docker, Kubernetes, the agent pool) lives in its own crate and
-//! passes the same conformance suite ([`conformance`]).
+//! A [`Backend`] provisions a [`Pod`] for a [`ProvisionRequest`] (a resolved [`PodSpec`] and
+//! who asks for it) and the pod hands out a [`StepRunner`] per container. The runtime knows
+//! only these traits; each backend (`valet-local`, `valet-docker`, …) lives in its own crate,
+//! is built in one place (`valet-backends`), and passes the same conformance suite
+//! ([`conformance`]). [`fake::FakeBackend`] records what it is asked, for tests above.
+//!
+//! Not here: any concrete backend, the planner, the parser.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use valet_plan::model::PodSpec;
-
 pub mod conformance;
+pub mod fake;
+pub mod owner;
+pub mod pod;
+pub mod request;
+
+pub use pod::{ContainerSpec, Demand, EnvRef, PodSpec, Port, Resources, Volume};
+pub use request::{BuildIdentity, PodEvent, PodEvents, PodPhase, ProvisionRequest};
 
 /// Why a backend operation failed. Retry policy is decided above, in one place.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +158,39 @@ pub trait Backend: Send + Sync {
     fn notice(&self) -> Option<String> {
         None
     }
-    async fn provision(&self, spec: &PodSpec, build_id: &str)
-    -> Result<Box<dyn Pod>, BackendError>;
+    async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError>;
+
+    /// Stops what the backend keeps running between pods (warm pools, connections) and
+    /// removes it. Called once when its user is done with it; provisioning after it fails.
+    async fn shutdown(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Removes what processes of `scope` left on this backend (pods of a killed run or
+    /// controller), returning one line per removed object (`container valet-pod-1a2b`).
+    async fn collect_orphans(&self, _scope: &owner::Scope) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    /// Gauges and counters of the backend's own (warm pool sizes, pods taken from it), for
+    /// `/metrics`: `(name, help, value)`, names without the `valet_backend_` prefix.
+    fn metrics(&self) -> Vec<Metric> {
+        Vec::new()
+    }
+}
+
+/// One number a backend exposes (see [`Backend::metrics`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// `warm_pods`, `warm_pool_hits_total`: lowercase, underscores.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: MetricKind,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Gauge,
+    Counter,
 }

@@ -28,48 +28,32 @@ pub enum ConfigError {
     },
 }
 
-/// Where pods run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// Host processes in a per-build directory under the data directory.
-    Local,
-    /// Containers on the local Docker engine.
-    Docker,
-}
-
-/// The default backend and its settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendConfig {
-    #[serde(default = "default_backend")]
-    pub kind: BackendKind,
+/// The `backend:` section: the default backend (`kind` and that backend's own settings,
+/// read by [`valet_backends::BackendConfig`]) and what every backend shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSettings {
+    pub config: valet_backends::BackendConfig,
     /// Seconds between TERM and KILL when a step is interrupted.
-    #[serde(default = "default_kill_grace")]
     pub kill_grace_seconds: u64,
-    /// Docker: pods kept started and ready per pod template, so a build of a template seen
-    /// before gets its pod at once (0: none). A pod is never reused across builds.
-    #[serde(default)]
-    pub warm_pool: Option<Spanned<usize>>,
 }
 
-impl BackendConfig {
-    /// Ready pods kept per pod template on Docker.
-    pub fn warm_pool(&self) -> usize {
-        self.warm_pool.as_ref().map_or(0, |s| s.value)
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            config: valet_backends::BackendConfig::default(),
+            kill_grace_seconds: default_kill_grace(),
+        }
     }
 }
 
-/// The most ready pods per template: each holds containers and memory on the host.
-pub const MAX_WARM_POOL: usize = 16;
-
-impl Default for BackendConfig {
-    fn default() -> Self {
-        BackendConfig {
-            kind: default_backend(),
-            kill_grace_seconds: default_kill_grace(),
-            warm_pool: None,
+impl BackendSettings {
+    /// The settings of the backend `kind`: the section's when it names that kind, the
+    /// kind's defaults otherwise (a repository naming another backend).
+    pub fn config_for(&self, kind: &str) -> valet_backends::BackendConfig {
+        if self.config.kind() == kind {
+            return self.config.clone();
         }
+        valet_backends::BackendConfig::of_kind(kind).unwrap_or_default()
     }
 }
 
@@ -91,7 +75,7 @@ pub struct RepoConfig {
     pub pipeline: String,
     /// Where this repository's pods run (the default backend when absent).
     #[serde(default)]
-    pub backend: Option<BackendKind>,
+    pub backend: Option<Spanned<String>>,
     /// Branches that build, as globs (`main`, `release/*`); every branch when empty. Pull and
     /// merge requests are matched by their target branch.
     #[serde(default)]
@@ -115,8 +99,9 @@ struct RawConfig {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     data_dir: Option<PathBuf>,
+    /// Read as a tree first: its keys are the chosen backend's (see [`BackendSettings`]).
     #[serde(default)]
-    backend: BackendConfig,
+    backend: Option<Spanned<serde_json::Value>>,
     #[serde(default)]
     concurrency: Option<Spanned<usize>>,
     #[serde(default)]
@@ -136,7 +121,7 @@ pub struct Config {
     /// The database, logs and per-build directories. Relative paths are relative to the
     /// directory of the configuration file.
     pub data_dir: PathBuf,
-    pub backend: BackendConfig,
+    pub backend: BackendSettings,
     /// Builds running at once, over all repositories.
     pub concurrency: usize,
     /// Bytes of output kept per step (and for the build's own messages); the rest is
@@ -154,7 +139,8 @@ pub struct Repo {
     pub url: String,
     pub secret: String,
     pub pipeline: String,
-    pub backend: BackendKind,
+    /// The backend's kind (`local`, `docker`, …).
+    pub backend: String,
     pub branches: Vec<String>,
     pub pull_requests: bool,
     pub concurrency: Option<usize>,
@@ -176,9 +162,6 @@ pub const MAX_MAX_QUEUED: usize = 10_000_000;
 /// Default bytes kept per step.
 pub const DEFAULT_STEP_LOG_LIMIT: u64 = 16 * 1024 * 1024;
 
-fn default_backend() -> BackendKind {
-    BackendKind::Local
-}
 fn default_kill_grace() -> u64 {
     2
 }
@@ -274,17 +257,10 @@ impl Config {
             }
             Some(s) => s.value,
         };
-        if let Some(w) = &raw.backend.warm_pool
-            && w.value > MAX_WARM_POOL
-        {
-            return Err(at(
-                &w.referenced,
-                format!(
-                    "backend.warm_pool must be at most {MAX_WARM_POOL} pods per template, not {}",
-                    w.value
-                ),
-            ));
-        }
+        let backend = match &raw.backend {
+            None => BackendSettings::default(),
+            Some(b) => backend_settings(&b.value).map_err(|e| at(&b.referenced, e))?,
+        };
         let data_dir = raw
             .data_dir
             .clone()
@@ -368,7 +344,13 @@ impl Config {
                 url: r.url.value.trim().to_string(),
                 secret,
                 pipeline: r.pipeline.clone(),
-                backend: r.backend.unwrap_or(raw.backend.kind),
+                backend: match &r.backend {
+                    None => backend.config.kind().to_string(),
+                    Some(k) => valet_backends::BackendConfig::of_kind(k.value.trim())
+                        .map_err(|e| at(&k.referenced, format!("repository `{name}`: {e}")))?
+                        .kind()
+                        .to_string(),
+                },
                 branches: r.branches.iter().map(|b| b.value.clone()).collect(),
                 pull_requests: r.pull_requests,
                 concurrency: limit(&r.concurrency, "concurrency")?,
@@ -378,7 +360,7 @@ impl Config {
         Ok(Config {
             listen,
             data_dir,
-            backend: raw.backend,
+            backend,
             concurrency,
             step_log_limit,
             max_queued,
@@ -392,6 +374,36 @@ impl Config {
 }
 
 /// The error's words without the location (we print our own `file:line:column`).
+/// The `backend:` section: `kill_grace_seconds`, and the rest for the chosen backend.
+fn backend_settings(section: &serde_json::Value) -> Result<BackendSettings, String> {
+    let serde_json::Value::Object(map) = section else {
+        return Err("backend: expected a mapping (kind: …, and the backend's settings)".into());
+    };
+    let mut map = map.clone();
+    let kill_grace_seconds = match map.remove("kill_grace_seconds") {
+        None => default_kill_grace(),
+        Some(v) => v
+            .as_u64()
+            .filter(|s| *s <= 3600)
+            .ok_or("backend.kill_grace_seconds must be a number of seconds up to 3600")?,
+    };
+    let kind = match map.remove("kind") {
+        None => "local".to_string(),
+        Some(serde_json::Value::String(k)) => k,
+        Some(other) => return Err(format!("backend.kind must be a name, not {other}")),
+    };
+    valet_backends::BackendConfig::of_kind(&kind).map_err(|e| format!("backend.kind: {e}"))?;
+    map.insert("kind".into(), kind.into());
+    let config: valet_backends::BackendConfig =
+        serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| format!("backend: {e}"))?;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(BackendSettings {
+        config,
+        kill_grace_seconds,
+    })
+}
+
 fn error_message(e: &serde_saphyr::Error) -> String {
     let s = e.without_snippet().to_string();
     // The rendering ends with " at line N, column M"; the location is already in front.
@@ -485,13 +497,13 @@ repositories:
         let app = c.repo("org/app").unwrap();
         assert_eq!(app.secret, "s3cret");
         assert_eq!(app.pipeline, "Jenkinsfile");
-        assert_eq!(app.backend, BackendKind::Local);
+        assert_eq!(app.backend, "local");
         assert!(app.builds_branch("release/1.2"));
         assert!(!app.builds_branch("feature/x"));
         let lib = c.repo("lib").unwrap();
         assert_eq!(
-            (lib.backend, lib.disable_concurrent_builds),
-            (BackendKind::Docker, true)
+            (lib.backend.as_str(), lib.disable_concurrent_builds),
+            ("docker", true)
         );
         assert!(lib.builds_branch("anything"));
     }
@@ -540,13 +552,31 @@ repositories:
         ))
         .unwrap_err()
         .to_string();
+        // The error points into the `backend:` section and names the setting.
         assert!(
-            e.starts_with("valet.yaml:3:") && e.contains("warm_pool"),
+            (e.starts_with("valet.yaml:2:") || e.starts_with("valet.yaml:3:"))
+                && e.contains("warm_pool")
+                && e.contains("at most 16"),
             "{e}"
         );
-        let c = parse(&format!("backend:\n  warm_pool: 2\n{GOOD}")).unwrap();
-        assert_eq!(c.backend.warm_pool(), 2);
-        assert_eq!(parse(GOOD).unwrap().backend.warm_pool(), 0);
+        let c = parse(&format!("backend:\n  kind: docker\n  warm_pool: 2\n{GOOD}")).unwrap();
+        assert_eq!(
+            c.backend.config,
+            valet_backends::BackendConfig::Docker {
+                warm_pool: 2,
+                agent: None
+            }
+        );
+        assert_eq!(parse(GOOD).unwrap().backend, BackendSettings::default());
+        // A setting of another backend is refused, naming it.
+        let e = parse(&format!("backend:\n  kind: local\n  warm_pool: 2\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `warm_pool`"), "{e}");
+        let e = parse(&format!("backend:\n  kind: podman\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown backend `podman`"), "{e}");
     }
 
     #[test]
@@ -555,7 +585,7 @@ repositories:
         let c = parse(text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.repositories.len(), 2);
         assert_eq!(c.repo("tools").unwrap().secret, "change-me");
-        assert_eq!(c.repo("tools").unwrap().backend, BackendKind::Docker);
+        assert_eq!(c.repo("tools").unwrap().backend, "docker");
         let e = parse(&text.replace("  kind: local", "  kind: local\n  colour: red"))
             .unwrap_err()
             .to_string();

@@ -72,7 +72,8 @@ pub(crate) struct Inner {
     pub(crate) cancels: Mutex<HashMap<BuildId, Cancel>>,
     /// One-at-a-time turns per (repository, branch), for `disableConcurrentBuilds`.
     pub(crate) branch_locks: Mutex<HashMap<(String, String), BranchLock>>,
-    pub(crate) docker: tokio::sync::Mutex<Option<valet_docker::DockerBackend>>,
+    /// The backends in use, by kind, built when a build first needs one.
+    pub(crate) backends: tokio::sync::Mutex<HashMap<String, Arc<dyn valet_backend::Backend>>>,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -113,12 +114,21 @@ impl Running {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let _ = tokio::time::timeout_at(deadline, self.server).await;
-        // The warm pool's ready pods go with the controller (a crash leaves them to gc).
-        let docker = self.controller.inner.docker.lock().await.clone();
-        if let Some(d) = docker
-            && let Err(e) = d.shutdown().await
-        {
-            tracing::warn!(error = %e, "draining the warm pool");
+        // The backends' pools go with the controller (a crash leaves them to the next
+        // start's orphan collection).
+        let backends: Vec<_> = self
+            .controller
+            .inner
+            .backends
+            .lock()
+            .await
+            .values()
+            .cloned()
+            .collect();
+        for b in backends {
+            if let Err(e) = b.shutdown().await {
+                tracing::warn!(backend = b.name(), error = %e, "stopping the backend");
+            }
         }
     }
 
@@ -204,7 +214,7 @@ impl Controller {
             metrics: metrics::Metrics::default(),
             cancels: Mutex::default(),
             branch_locks: Mutex::default(),
-            docker: tokio::sync::Mutex::new(None),
+            backends: tokio::sync::Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         });
         let controller = Controller { inner };

@@ -41,26 +41,40 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// The bucket, sum and count lines, with `labels` (`a="b"`) on each.
+    fn render_series(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         for (b, c) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(
                 out,
-                "{name}_bucket{{le=\"{b}\"}} {}",
+                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
                 c.load(Ordering::Relaxed)
             );
         }
         let n = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {n}");
         let _ = writeln!(
             out,
-            "{name}_sum {}",
+            "{name}_sum{braces} {}",
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(out, "{name}_count {n}");
+        let _ = writeln!(out, "{name}_count{braces} {n}");
     }
 }
 
 const POD_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const PHASE_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
 ];
 const STEP_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
@@ -71,8 +85,8 @@ pub struct Metrics {
     deliveries: Mutex<BTreeMap<&'static str, u64>>,
     pub pod_ready: Histogram,
     pub step_duration: Histogram,
-    /// Docker pods a build took from the warm pool (shared with the backend's progress hook).
-    pub warm_pods: std::sync::Arc<AtomicU64>,
+    /// Per backend and phase: the time from the pod's previous phase to this one.
+    pod_phases: Mutex<BTreeMap<(String, valet_backend::PodPhase), Histogram>>,
 }
 
 impl Default for Metrics {
@@ -82,7 +96,7 @@ impl Default for Metrics {
             deliveries: Mutex::default(),
             pod_ready: Histogram::new(POD_BUCKETS),
             step_duration: Histogram::new(STEP_BUCKETS),
-            warm_pods: Default::default(),
+            pod_phases: Mutex::default(),
         }
     }
 }
@@ -90,6 +104,16 @@ impl Default for Metrics {
 impl Metrics {
     pub fn set_results(&self, counts: Vec<(String, u64)>) {
         *self.results.lock().unwrap_or_else(|e| e.into_inner()) = counts.into_iter().collect();
+    }
+
+    /// A pod of `backend` reached `phase`, `took` after its previous phase.
+    pub fn pod_phase(&self, backend: &str, phase: valet_backend::PodPhase, took: Duration) {
+        let mut phases = self.pod_phases.lock().unwrap_or_else(|e| e.into_inner());
+        // A backend name comes from valet's own table, so the label set stays small.
+        phases
+            .entry((backend.to_string(), phase))
+            .or_insert_with(|| Histogram::new(PHASE_BUCKETS))
+            .observe(took);
     }
 
     pub fn build_finished(&self, result: &str) {
@@ -111,7 +135,13 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn render(&self, queued: usize, running: usize) -> String {
+    /// The text of `/metrics`; `backends` are the backends in use with their own numbers.
+    pub fn render(
+        &self,
+        queued: usize,
+        running: usize,
+        backends: &[(&str, Vec<valet_backend::Metric>)],
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP valet_builds_total Finished builds by result.");
         let _ = writeln!(out, "# TYPE valet_builds_total counter");
@@ -152,17 +182,50 @@ impl Metrics {
             "valet_step_duration_seconds",
             "Duration of finished steps.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP valet_warm_pool_pods_taken_total Pods builds took ready from the Docker warm pool."
-        );
-        let _ = writeln!(out, "# TYPE valet_warm_pool_pods_taken_total counter");
-        let _ = writeln!(
-            out,
-            "valet_warm_pool_pods_taken_total {}",
-            self.warm_pods.load(Ordering::Relaxed)
-        );
+        self.render_pod_phases(&mut out);
+        render_backend_metrics(&mut out, backends);
         out
+    }
+}
+
+impl Metrics {
+    fn render_pod_phases(&self, out: &mut String) {
+        let phases = self.pod_phases.lock().unwrap_or_else(|e| e.into_inner());
+        let name = "valet_pod_phase_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a pod's previous start phase to this one (placed, created, started, agent_connected, first_step_byte), by backend."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for ((backend, phase), h) in phases.iter() {
+            h.render_series(
+                out,
+                name,
+                &format!("backend=\"{backend}\",phase=\"{}\"", phase.as_str()),
+            );
+        }
+    }
+}
+
+/// Each backend's own numbers as `valet_backend_NAME{backend="KIND"}`, one family per name.
+fn render_backend_metrics(out: &mut String, backends: &[(&str, Vec<valet_backend::Metric>)]) {
+    let mut families: BTreeMap<&str, Vec<(&str, &valet_backend::Metric)>> = BTreeMap::new();
+    for (kind, metrics) in backends {
+        for m in metrics {
+            families.entry(m.name).or_default().push((kind, m));
+        }
+    }
+    for (name, series) in families {
+        let (_, first) = series[0];
+        let kind = match first.kind {
+            valet_backend::MetricKind::Gauge => "gauge",
+            valet_backend::MetricKind::Counter => "counter",
+        };
+        let _ = writeln!(out, "# HELP valet_backend_{name} {}", first.help);
+        let _ = writeln!(out, "# TYPE valet_backend_{name} {kind}");
+        for (backend, m) in series {
+            let _ = writeln!(out, "valet_backend_{name}{{backend=\"{backend}\"}} {}", m.value);
+        }
     }
 }
 
@@ -176,7 +239,37 @@ mod tests {
         m.step_duration.observe(Duration::from_millis(7));
         m.step_duration.observe(Duration::from_secs(2));
         m.build_finished("SUCCESS");
-        let text = m.render(3, 1);
+        m.pod_phase(
+            "docker",
+            valet_backend::PodPhase::Created,
+            Duration::from_millis(30),
+        );
+        let text = m.render(0, 0, &[]);
+        assert!(
+            text.contains(
+                "valet_pod_phase_seconds_bucket{backend=\"docker\",phase=\"created\",le=\"0.025\"} 0\n"
+            ) && text.contains(
+                "valet_pod_phase_seconds_bucket{backend=\"docker\",phase=\"created\",le=\"0.05\"} 1\n"
+            ) && text.contains("valet_pod_phase_seconds_count{backend=\"docker\",phase=\"created\"} 1\n"),
+            "{text}"
+        );
+        let text = m.render(
+            3,
+            1,
+            &[(
+                "docker",
+                vec![valet_backend::Metric {
+                    name: "warm_pods",
+                    help: "Pods ready.",
+                    kind: valet_backend::MetricKind::Gauge,
+                    value: 2.0,
+                }],
+            )],
+        );
+        assert!(
+            text.contains("# TYPE valet_backend_warm_pods gauge\nvalet_backend_warm_pods{backend=\"docker\"} 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains("valet_step_duration_seconds_bucket{le=\"0.005\"} 0"),
             "{text}"

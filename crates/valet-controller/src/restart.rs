@@ -5,8 +5,8 @@
 //!   pod is not done: neither backend can hand a running step back to a new process yet.
 //! - Their leftovers are removed: on the local backend, processes still running from the
 //!   build's directory (each step is a process group of its own, so they outlive a killed
-//!   controller) are killed and the directory is removed; on Docker, the containers and
-//!   volumes whose owner process is gone are removed by the Docker backend's gc.
+//!   controller) are killed and the directory is removed; and every backend in use collects
+//!   what a dead owner left on it (`Backend::collect_orphans`, as `valet gc` does).
 //! - Queued builds are queued again, in their order.
 
 use std::path::Path;
@@ -42,14 +42,8 @@ pub(crate) async fn reconcile(c: &Controller) -> Result<(), StoreError> {
         })
         .await;
     }
-    if !failed.is_empty()
-        && c.inner
-            .config
-            .repositories
-            .iter()
-            .any(|r| r.backend == crate::config::BackendKind::Docker)
-    {
-        collect_docker_orphans().await;
+    if !failed.is_empty() {
+        collect_orphans(c).await;
     }
     let store = c.inner.store.clone();
     let queued = blocking(move || store.queued_builds()).await?;
@@ -69,22 +63,33 @@ pub(crate) async fn reconcile(c: &Controller) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Containers and volumes of the previous controller process: their owner is gone, so
-/// the Docker backend's gc (the one of `valet gc`) removes them.
-async fn collect_docker_orphans() {
-    let d = match valet_docker::DockerBackend::connect().await {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(error = %e, "docker: cannot look for leftover containers");
-            return;
+/// What the previous controller process left on the backends its repositories use: its
+/// owner is gone, so each backend's orphan collection (the one of `valet gc`) removes it.
+async fn collect_orphans(c: &Controller) {
+    let mut kinds: Vec<&str> = c
+        .inner
+        .config
+        .repositories
+        .iter()
+        .map(|r| r.backend.as_str())
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for kind in kinds {
+        let backend = match crate::runner::backend_for(c, kind).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(backend = kind, error = %e, "cannot look for what the previous controller left");
+                continue;
+            }
+        };
+        match backend.collect_orphans(&valet_backend::owner::Scope::Orphans).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(backend = kind, removed = %removed.join(", "), "removed what the previous controller left")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(backend = kind, error = %e, "cannot remove what the previous controller left"),
         }
-    };
-    match d.gc(&valet_docker::gc::Scope::Orphans).await {
-        Ok(removed) if !removed.is_empty() => {
-            tracing::info!(removed = %removed.summary(), "docker: removed what the previous controller left")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "docker: cannot remove leftover containers"),
     }
 }
 

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument as _;
-use valet_backend::{Backend, BackendError, Execution, Pod, PodSpec, StepRunner};
+use valet_backend::{Backend, BackendError, Execution, Pod, ProvisionRequest, StepRunner};
 use valet_dsl::{Diagnostic, SourceFile};
 use valet_runtime::{CancellationToken, Event, RunOptions, ScmInfo, Secrets, Stream};
 use valet_store::{BuildId, BuildLog, BuildRow, Record, Store, now_ms};
 
-use crate::config::{BackendKind, Repo};
+use crate::config::Repo;
 use crate::live::Live;
 use crate::{Cancel, Controller, blocking, lock, queue};
 
@@ -274,16 +274,13 @@ async fn execute(c: &Controller, b: &BuildRow, sink: &Arc<Mutex<Sink>>, cancel: 
         None
     };
     // The backend.
-    let backend: Box<dyn Backend> = match repo.backend {
-        BackendKind::Local => Box::new(valet_local::LocalBackend::new(dir.join("pods"), false)),
-        BackendKind::Docker => match docker(c).await {
-            Ok(d) => Box::new(d),
-            Err(err) => {
-                let msg = format!("the docker backend is not available: {err}");
-                line(format!("ERROR: {msg}")).await;
-                return Ending::error(msg);
-            }
-        },
+    let backend = match backend_for(c, &repo.backend).await {
+        Ok(b) => b,
+        Err(err) => {
+            let msg = format!("the {} backend is not available: {err}", repo.backend);
+            line(format!("ERROR: {msg}")).await;
+            return Ending::error(msg);
+        }
     };
     let opts = run_options(c, &repo, b, &co, &dir);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
@@ -381,24 +378,25 @@ fn run_options(c: &Controller, repo: &Repo, b: &BuildRow, co: &Checkout, dir: &P
             branch: b.branch.clone().or_else(|| co.branch.clone()),
         }),
         kill_grace: Duration::from_secs(c.inner.config.backend.kill_grace_seconds),
+        repository: Some(repo.name.clone()),
     }
 }
 
-async fn docker(c: &Controller) -> Result<valet_docker::DockerBackend, BackendError> {
-    let mut d = c.inner.docker.lock().await;
-    if let Some(d) = d.as_ref() {
-        return Ok(d.clone());
+/// The backend `kind`, built the first time a build needs it (and then shared, so its
+/// pools and connections serve every build).
+pub(crate) async fn backend_for(c: &Controller, kind: &str) -> Result<Arc<dyn Backend>, BackendError> {
+    let mut backends = c.inner.backends.lock().await;
+    if let Some(b) = backends.get(kind) {
+        return Ok(b.clone());
     }
-    let backend = valet_docker::DockerBackend::connect_ready().await?;
-    let warm_pods = c.inner.metrics.warm_pods.clone();
-    let backend = backend
-        .with_warm_pool(c.inner.config.backend.warm_pool())
-        .with_progress(std::sync::Arc::new(move |p| {
-            if let valet_docker::Progress::Ready { warm: true, .. } = p {
-                warm_pods.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
-    *d = Some(backend.clone());
+    let config = c
+        .inner
+        .config
+        .backend
+        .config_for(kind)
+        .with_data_dir(&c.inner.config.data_dir);
+    let backend = config.build().await?;
+    backends.insert(kind.to_string(), backend.clone());
     Ok(backend)
 }
 
@@ -435,7 +433,7 @@ impl Gate {
 /// every command until the events before it are recorded, so a finished step's result
 /// and log are on disk before the next step starts.
 struct Timed {
-    inner: Box<dyn Backend>,
+    inner: Arc<dyn Backend>,
     controller: Controller,
     gate: Gate,
 }
@@ -450,13 +448,9 @@ impl Backend for Timed {
         self.inner.notice()
     }
 
-    async fn provision(
-        &self,
-        spec: &PodSpec,
-        build_id: &str,
-    ) -> Result<Box<dyn Pod>, BackendError> {
+    async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
         let t = Instant::now();
-        let pod = self.inner.provision(spec, build_id).await?;
+        let pod = self.inner.provision(req).await?;
         self.controller.inner.metrics.pod_ready.observe(t.elapsed());
         Ok(Box::new(GatedPod {
             inner: pod,
@@ -1007,6 +1001,25 @@ impl Sink {
                     .step_duration
                     .observe(Duration::from_millis(*duration_ms));
             }
+            Event::PodPhase {
+                job,
+                pod,
+                backend,
+                phase,
+                at_ms,
+                took_ms,
+                ..
+            } => {
+                tracing::debug!(job = %job, pod = %pod, phase = phase.as_str(), at_ms, took_ms, "pod phase");
+                if *phase != valet_backend::PodPhase::Queued {
+                    self.controller.inner.metrics.pod_phase(
+                        backend,
+                        *phase,
+                        Duration::from_millis(*took_ms),
+                    );
+                }
+            }
+            Event::PodProgress { .. } => {}
             Event::BuildStarted { .. } | Event::BuildFinished { .. } => {}
         }
         if let Ok(json) = serde_json::to_string(ev) {

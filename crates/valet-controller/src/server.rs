@@ -563,12 +563,22 @@ async fn healthz(State(c): State<Controller>) -> Response {
 /// `GET /metrics`.
 async fn metrics(State(c): State<Controller>) -> Response {
     let (queued, running) = c.queue_counts();
+    let backends: Vec<(String, Vec<valet_backend::Metric>)> = c
+        .inner
+        .backends
+        .lock()
+        .await
+        .iter()
+        .map(|(k, b)| (k.clone(), b.metrics()))
+        .collect();
+    let backends: Vec<(&str, Vec<valet_backend::Metric>)> =
+        backends.iter().map(|(k, m)| (k.as_str(), m.clone())).collect();
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        c.inner.metrics.render(queued, running),
+        c.inner.metrics.render(queued, running, &backends),
     )
         .into_response()
 }

@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use bollard::Docker;
 use bollard::query_parameters::{
@@ -29,47 +28,7 @@ use crate::{LABEL_CONTAINER, LABEL_POD, map_err, status};
 /// Label holding the owner (`<boot id>/<pid>/<start time>`) of a container or volume.
 pub const LABEL_OWNER: &str = "valet.owner";
 
-/// The owner string of this process.
-pub fn current_owner() -> &'static str {
-    static OWNER: OnceLock<String> = OnceLock::new();
-    OWNER.get_or_init(|| {
-        let pid = std::process::id();
-        format!(
-            "{}/{pid}/{}",
-            boot_id(),
-            start_ticks(pid).unwrap_or_default()
-        )
-    })
-}
-
-/// Whether the process that owns objects labelled `owner` is still running.
-pub fn owner_alive(owner: &str) -> bool {
-    let mut parts = owner.splitn(3, '/');
-    let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
-    };
-    boot == boot_id() && start_ticks(pid).is_some_and(|t| t.to_string() == start)
-}
-
-fn boot_id() -> &'static str {
-    static BOOT: OnceLock<String> = OnceLock::new();
-    BOOT.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown-boot".into())
-    })
-}
-
-/// Field 22 of `/proc/<pid>/stat`: when the process started, in ticks since boot.
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
+pub use valet_backend::owner::{Scope, current_owner, owner_alive};
 
 /// Where pods' host directories live (the agents' sockets): `$TMPDIR/valet-pods`.
 pub fn pod_dir_root() -> PathBuf {
@@ -101,28 +60,6 @@ pub(crate) fn remove_pod_dir(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
-    }
-}
-
-/// What [`collect`] removes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
-    /// Objects whose owner process is gone.
-    Orphans,
-    /// Objects of this owner (a process cleaning up after itself).
-    Owner(String),
-    /// Every object valet made.
-    All,
-}
-
-impl Scope {
-    fn covers(&self, owner: Option<&str>) -> bool {
-        match (self, owner) {
-            (Scope::All, _) => true,
-            (Scope::Orphans, Some(o)) => !owner_alive(o),
-            (Scope::Owner(mine), Some(o)) => mine == o,
-            (_, None) => false,
-        }
     }
 }
 
@@ -262,47 +199,5 @@ pub(crate) async fn remove_volume(docker: &Docker, name: &str) -> Result<bool, B
         Ok(()) => Ok(true),
         Err(e) if status(&e) == Some(404) => Ok(false),
         Err(e) => Err(map_err(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn this_process_is_alive_and_a_made_up_one_is_not() {
-        assert!(owner_alive(current_owner()));
-        let pid = std::process::id();
-        let start = start_ticks(pid).expect("our own start time");
-        // Same pid, another start time: the pid was reused.
-        assert!(!owner_alive(&format!("{}/{pid}/{}", boot_id(), start + 1)));
-        // Another boot.
-        assert!(!owner_alive(&format!("not-this-boot/{pid}/{start}")));
-        assert!(!owner_alive("garbage"));
-        assert!(!owner_alive(&format!("{}/notapid/1", boot_id())));
-    }
-
-    #[test]
-    fn a_finished_child_is_gone() {
-        let mut child = std::process::Command::new("true").spawn().expect("spawn");
-        let pid = child.id();
-        let owner = format!("{}/{pid}/{}", boot_id(), start_ticks(pid).unwrap_or(0));
-        child.wait().expect("wait");
-        assert!(!owner_alive(&owner));
-    }
-
-    #[test]
-    fn scopes() {
-        let me = current_owner().to_string();
-        let dead = format!("{}/1/999999999999", boot_id());
-        assert!(Scope::Orphans.covers(Some(&dead)));
-        assert!(!Scope::Orphans.covers(Some(&me)));
-        assert!(
-            !Scope::Orphans.covers(None),
-            "unlabelled objects need --all"
-        );
-        assert!(Scope::Owner(me.clone()).covers(Some(&me)));
-        assert!(!Scope::Owner(me.clone()).covers(Some(&dead)));
-        assert!(Scope::All.covers(None));
     }
 }

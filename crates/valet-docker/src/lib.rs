@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{
@@ -51,8 +51,10 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use tracing::Instrument as _;
-use valet_backend::{Backend, BackendError, Pod, PodSpec, StepRunner};
-use valet_plan::model::{ContainerSpec, Value};
+use valet_backend::{
+    Backend, BackendError, ContainerSpec, Pod, PodEvent, PodEvents, PodPhase, PodSpec,
+    ProvisionRequest, StepRunner,
+};
 
 pub use gc::LABEL_OWNER;
 use retry::{Backoff, retry, transient};
@@ -79,38 +81,17 @@ pub struct DockerBackend {
     base_image: String,
     /// Written on everything this backend creates, for [`gc`].
     owner: String,
-    progress: Option<ProgressFn>,
     pool: Option<Arc<pool::Pool>>,
     /// The agent binary to mount; `None`: found by [`valet_agent::binary::locate`].
     agent: Option<PathBuf>,
     image_commands: agent::ImageCommands,
 }
 
-/// What happens while a pod starts, for a person watching (`valet run` prints it on stderr).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
-    /// A container of the pod is being created (`sandbox` is the network holder).
-    Creating {
-        pod: String,
-        container: String,
-        image: String,
-    },
-    /// An image is missing and being pulled.
-    Pulling { image: String },
-    /// A container of the pod runs.
-    Started { pod: String, container: String },
-    /// Every container runs: the pod is ready, `took` after provisioning began.
-    Ready {
-        pod: String,
-        containers: usize,
-        took: Duration,
-        /// The pod came from the warm pool.
-        warm: bool,
-    },
+tokio::task_local! {
+    /// Where the pod being provisioned reports its progress: set around a request's
+    /// provisioning; pods the warm pool makes in the background report nothing.
+    static EVENTS: PodEvents;
 }
-
-/// Receives [`Progress`].
-pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 impl DockerBackend {
     /// [`DockerBackend::connect`], then checks that the base image is built: what every
@@ -144,7 +125,6 @@ impl DockerBackend {
             docker,
             base_image: BASE_IMAGE.to_string(),
             owner: gc::current_owner().to_string(),
-            progress: None,
             pool: None,
             agent: None,
             image_commands: Default::default(),
@@ -155,12 +135,6 @@ impl DockerBackend {
     /// [`valet_agent::binary::locate`] finds.
     pub fn with_agent(mut self, path: PathBuf) -> Self {
         self.agent = Some(path);
-        self
-    }
-
-    /// Reports pod start-up to `f`.
-    pub fn with_progress(mut self, f: ProgressFn) -> Self {
-        self.progress = Some(f);
         self
     }
 
@@ -210,24 +184,20 @@ impl DockerBackend {
         self.pool.as_ref().map(|p| p.id())
     }
 
-    /// Drains the warm pool: stops refilling, waits for pods being made and removes every
-    /// ready pod. Pods handed out are their users' to tear down.
-    pub async fn shutdown(&self) -> Result<(), BackendError> {
-        match &self.pool {
-            Some(pool) => pool.drain().await,
-            None => Ok(()),
-        }
-    }
-
     /// Removes what valet left behind (see [`gc`]).
     pub async fn gc(&self, scope: &gc::Scope) -> Result<gc::Removed, BackendError> {
         gc::collect(&self.docker, scope).await
     }
 
-    fn report(&self, p: Progress) {
-        if let Some(f) = &self.progress {
-            f(&p);
-        }
+    /// Reports `e` to the request being provisioned, if any.
+    fn report(&self, e: PodEvent) {
+        let _ = EVENTS.try_with(|events| events.emit(e));
+    }
+
+    fn phase(&self, pod: &str, phase: PodPhase, detail: Option<&str>) {
+        let _ = EVENTS.try_with(|events| {
+            events.phase_at(pod, phase, detail.map(str::to_string))
+        });
     }
 
     /// Whether the base image is present on the engine.
@@ -321,7 +291,7 @@ impl DockerBackend {
 
     /// Pulls `image`; without a registry this fails with the engine's reason.
     async fn pull(&self, image: &str) -> Result<(), BackendError> {
-        self.report(Progress::Pulling {
+        self.report(PodEvent::Pulling {
             image: image.to_string(),
         });
         // A pull that fails for a reason that may pass (a network blip) gets one more try.
@@ -425,7 +395,7 @@ impl DockerBackend {
         };
         let sandbox_name = format!("{pod_id}-sandbox");
         let sandbox = async {
-            self.report(Progress::Creating {
+            self.report(PodEvent::Creating {
                 pod: pod_id.clone(),
                 container: "sandbox".into(),
                 image: self.base_image.clone(),
@@ -473,7 +443,7 @@ impl DockerBackend {
         let (agent_bin, dir) = (&agent_bin, &dir);
         let creates = spec.containers.iter().enumerate().map(|(i, c)| {
             let body = self.container_body(spec, c, &sandbox, &pod.volume, labels(&c.name));
-            self.report(Progress::Creating {
+            self.report(PodEvent::Creating {
                 pod: pod_id.clone(),
                 container: c.name.clone(),
                 image: body.image.clone().unwrap_or_default(),
@@ -493,7 +463,7 @@ impl DockerBackend {
                 return Ok(());
             }
             self.start(&sandbox, "sandbox").await?;
-            self.report(Progress::Started {
+            self.report(PodEvent::ContainerStarted {
                 pod: pod_id.clone(),
                 container: "sandbox".into(),
             });
@@ -502,11 +472,12 @@ impl DockerBackend {
         let (created, started) = tokio::join!(futures::future::join_all(creates), start_sandbox);
         let created: Vec<(String, String)> = created.into_iter().collect::<Result<_, _>>()?;
         started?;
+        self.phase(&pod_id, PodPhase::Created, None);
 
         let pod_id = &pod_id;
         let starts = created.iter().map(|(name, id)| async move {
             self.start(id, name).await?;
-            self.report(Progress::Started {
+            self.report(PodEvent::ContainerStarted {
                 pod: pod_id.clone(),
                 container: name.clone(),
             });
@@ -516,6 +487,7 @@ impl DockerBackend {
             .await
             .into_iter()
             .collect::<Result<Vec<()>, _>>()?;
+        self.phase(pod_id, PodPhase::Started, None);
         Ok(created.into_iter().collect())
     }
 
@@ -544,6 +516,11 @@ impl DockerBackend {
             }
         });
         let id = pod.id.clone();
+        self.phase(
+            &id,
+            PodPhase::Placed,
+            Some(if is_prepared { "docker engine, ready sandbox" } else { "docker engine" }),
+        );
         let span = tracing::debug_span!("provision", pod = %id, build = build_id);
         match self
             .provision_into(&mut pod, spec, build_id, pool_id, is_prepared)
@@ -568,6 +545,7 @@ impl DockerBackend {
                     .await;
                 match ready {
                     Ok(runners) => {
+                        self.phase(&id, PodPhase::AgentConnected, None);
                         pod.containers = runners;
                         Ok(pod)
                     }
@@ -597,13 +575,13 @@ impl DockerBackend {
         };
         // Kubernetes semantics: `command` replaces the entrypoint, `args` the cmd; neither
         // keeps the image's. [`agent`] then makes the result the agent's child.
-        let entrypoint = c.command.as_ref().map(strings).filter(|v| !v.is_empty());
-        let cmd = c.args.as_ref().map(strings).filter(|v| !v.is_empty());
+        let entrypoint = c.command.clone().filter(|v| !v.is_empty());
+        let cmd = c.args.clone().filter(|v| !v.is_empty());
         let env: Vec<String> = spec
             .env
             .iter()
             .chain(c.env.iter())
-            .map(|(k, v)| format!("{k}={}", scalar(v)))
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let user = match (
             c.run_as_user.or(spec.run_as_user),
@@ -652,25 +630,63 @@ impl Backend for DockerBackend {
         "docker"
     }
 
-    async fn provision(
-        &self,
-        spec: &PodSpec,
-        build_id: &str,
-    ) -> Result<Box<dyn Pod>, BackendError> {
-        let began = Instant::now();
-        let (pod, warm) = match &self.pool {
-            Some(pool) => match pool.take(self, spec) {
-                Some(pod) => (pod, true),
-                None => (self.provision_cold(spec, build_id, None).await?, false),
-            },
-            None => (self.provision_cold(spec, build_id, None).await?, false),
+    async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
+        EVENTS
+            .scope(req.events.clone(), self.provision_request(req))
+            .await
+    }
+
+    async fn shutdown(&self) -> Result<(), BackendError> {
+        match &self.pool {
+            Some(pool) => pool.drain().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn collect_orphans(&self, scope: &gc::Scope) -> Result<Vec<String>, BackendError> {
+        let removed = gc::collect(&self.docker, scope).await?;
+        Ok(removed.summary().lines().map(str::to_string).collect())
+    }
+
+    fn metrics(&self) -> Vec<valet_backend::Metric> {
+        use valet_backend::{Metric, MetricKind};
+        let Some(pool) = &self.pool else {
+            return Vec::new();
         };
-        self.report(Progress::Ready {
-            pod: pod.id.clone(),
-            containers: pod.containers.len(),
-            took: began.elapsed(),
-            warm,
-        });
+        vec![
+            Metric {
+                name: "warm_pods",
+                help: "Pods ready in the warm pool.",
+                kind: MetricKind::Gauge,
+                value: pool.total_ready() as f64,
+            },
+            Metric {
+                name: "warm_pool_hits_total",
+                help: "Pods handed out from the warm pool.",
+                kind: MetricKind::Counter,
+                value: pool.hits() as f64,
+            },
+        ]
+    }
+}
+
+impl DockerBackend {
+    /// Drains the warm pool (see [`Backend::shutdown`]).
+    pub async fn drain(&self) -> Result<(), BackendError> {
+        Backend::shutdown(self).await
+    }
+
+    async fn provision_request(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
+        let (spec, build_id) = (&req.spec, req.build.id.as_str());
+        let pod = match self.pool.as_ref().and_then(|pool| pool.take(self, spec)) {
+            Some(pod) => {
+                for phase in [PodPhase::Placed, PodPhase::Created, PodPhase::Started, PodPhase::AgentConnected] {
+                    self.phase(&pod.id, phase, (phase == PodPhase::Placed).then_some("warm pool"));
+                }
+                pod
+            }
+            None => self.provision_cold(spec, build_id, None).await?,
+        };
         Ok(Box::new(pod))
     }
 }
@@ -821,26 +837,4 @@ fn sanitize(name: &str) -> String {
         })
         .collect();
     if s.is_empty() { "pod".into() } else { s }
-}
-
-/// A command or argument list as strings.
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::List(items) => items.iter().map(scalar).collect(),
-        Value::Null => Vec::new(),
-        // A single string is one shell word list, as Jenkins' pod templates write it.
-        Value::Str(s) => s.split_whitespace().map(str::to_string).collect(),
-        other => vec![scalar(other)],
-    }
-}
-
-fn scalar(v: &Value) -> String {
-    match v {
-        Value::Str(s) => s.clone(),
-        Value::Null => String::new(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        other => other.display(),
-    }
 }

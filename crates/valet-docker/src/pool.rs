@@ -33,6 +33,8 @@ pub(crate) struct Pool {
     id: String,
     state: Mutex<State>,
     fillers: Mutex<tokio::task::JoinSet<()>>,
+    /// Pods handed out ready.
+    hits: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -75,6 +77,7 @@ impl Pool {
             ),
             state: Mutex::default(),
             fillers: Mutex::default(),
+            hits: Default::default(),
         }
     }
 
@@ -94,6 +97,16 @@ impl Pool {
             .map_or(0, |t| t.ready.len())
     }
 
+    /// How many pods and sandboxes are ready, over all templates.
+    pub(crate) fn total_ready(&self) -> usize {
+        self.state().templates.values().map(|t| t.ready.len()).sum()
+    }
+
+    /// How many ready pods were handed out.
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A ready pod for `spec`, if there is one; either way the template is (re)filled.
     pub(crate) fn take(
         self: &Arc<Self>,
@@ -105,6 +118,9 @@ impl Pool {
             .templates
             .get_mut(&key(spec))
             .and_then(|t| t.ready.pop_front());
+        if pod.is_some() {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.refill(backend, spec);
         pod
     }
@@ -152,7 +168,6 @@ impl Pool {
         // The filler's pods report no progress (nobody waits for them) and never come
         // from a pool.
         let maker = DockerBackend {
-            progress: None,
             pool: None,
             ..backend.clone()
         };

@@ -5,9 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use valet_backend::conformance::{Collected, collect, spec};
-use valet_backend::{Backend, Command, Pod};
-use valet_plan::model::Value;
+use valet_backend::conformance::{Collected, ProvisionSpec as _, collect, spec};
+use valet_backend::{Command, Pod};
 
 async fn run(pod: &dyn Pod, container: &str, script: &str) -> Collected {
     let exec = pod
@@ -19,15 +18,15 @@ async fn run(pod: &dyn Pod, container: &str, script: &str) -> Collected {
     collect(exec).await.expect("collect")
 }
 
-fn words(w: &[&str]) -> Value {
-    Value::List(w.iter().map(|s| Value::Str(s.to_string())).collect())
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_is_pid_1_and_leaves_no_zombie_after_200_background_children() {
     let backend = common::backend().await;
     let pod = backend
-        .provision(&spec("zombies", &["main"]), "b-zombies")
+        .provision_spec(&spec("zombies", &["main"]), "b-zombies")
         .await
         .expect("provision");
     let out = run(&*pod, "main", "tr '\\0' ' ' </proc/1/cmdline").await;
@@ -66,7 +65,7 @@ async fn a_sidecar_with_its_own_command_keeps_serving_while_steps_run_beside_it(
     let backend = common::backend().await;
     let mut s = spec("sidecar", &["db", "app"]);
     s.containers[0].command = Some(words(&["nc", "-ll", "-p", "5000", "-e", "echo", "hi"]));
-    let pod = backend.provision(&s, "b-sidecar").await.expect("provision");
+    let pod = backend.provision_spec(&s, "b-sidecar").await.expect("provision");
     for i in 0..5 {
         // Steps in the sidecar's own container, beside it.
         let out = run(&*pod, "db", &format!("echo step {i}; pidof nc")).await;
@@ -115,7 +114,7 @@ async fn a_container_without_a_command_runs_its_images_own() {
 
     let mut s = spec("own", &["svc"]);
     s.containers[0].image = Some(image.into());
-    let pod = backend.provision(&s, "b-own").await.expect("provision");
+    let pod = backend.provision_spec(&s, "b-own").await.expect("provision");
     let mut out = String::new();
     for _ in 0..100 {
         out = run(&*pod, "svc", "cat own.txt 2>/dev/null; pidof sleep")
@@ -140,7 +139,7 @@ async fn run_as_user_1000_runs_steps_as_1000_that_write_the_workspace() {
     let backend = common::backend().await;
     let mut s = spec("uid", &["main"]);
     s.containers[0].run_as_user = Some(1000);
-    let pod = backend.provision(&s, "b-uid").await.expect("provision");
+    let pod = backend.provision_spec(&s, "b-uid").await.expect("provision");
     let out = run(
         &*pod,
         "main",
@@ -161,7 +160,7 @@ async fn run_as_user_1000_runs_steps_as_1000_that_write_the_workspace() {
 async fn teardown_removes_the_socket_directory() {
     let backend = common::backend().await;
     let pod = backend
-        .provision(&spec("sockets", &["one", "two"]), "b-sockets")
+        .provision_spec(&spec("sockets", &["one", "two"]), "b-sockets")
         .await
         .expect("provision");
     let dir = valet_docker::gc::pod_dir_root().join(pod.id());

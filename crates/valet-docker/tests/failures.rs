@@ -3,7 +3,7 @@
 
 mod common;
 
-use valet_backend::conformance::spec;
+use valet_backend::conformance::{ProvisionSpec as _, spec};
 use valet_backend::{Backend, BackendError, Command, ExitStatus, Pod};
 
 /// Runs `script` in `container` to its end: its exit status and the backend's explanation.
@@ -25,7 +25,7 @@ async fn run_explained(
 }
 
 async fn provision_err(backend: &dyn Backend, s: &valet_backend::PodSpec) -> BackendError {
-    match backend.provision(s, "b-fail").await {
+    match backend.provision_spec(s, "b-fail").await {
         Ok(pod) => {
             pod.teardown().await.ok();
             panic!("provisioning {} succeeded", s.name)
@@ -39,7 +39,7 @@ async fn a_step_past_the_memory_limit_is_reported_as_out_of_memory() {
     let backend = common::backend().await;
     let mut s = spec("oom", &["maven"]);
     s.containers[0].resources.limit_memory_bytes = Some(32 * 1024 * 1024);
-    let pod = backend.provision(&s, "b-oom").await.expect("provision");
+    let pod = backend.provision_spec(&s, "b-oom").await.expect("provision");
 
     // A 64 MiB buffer in a 32 MiB container (no swap): the kernel kills dd.
     let (status, reason) = run_explained(

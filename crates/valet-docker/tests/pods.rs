@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions};
-use valet_backend::conformance::{collect, spec};
-use valet_backend::{Backend, Command, Pod};
+use valet_backend::conformance::{ProvisionSpec as _, collect, spec};
+use valet_backend::{Command, Pod};
 use valet_docker::{DockerBackend, LABEL_BUILD, LABEL_CONTAINER, LABEL_POD};
 
 async fn run(
@@ -61,7 +61,7 @@ async fn volumes_of(backend: &DockerBackend, pod: &str) -> Vec<String> {
 async fn two_containers_share_files_and_localhost() {
     let backend = common::backend().await;
     let pod = backend
-        .provision(&spec("net", &["server", "client"]), "b-net")
+        .provision_spec(&spec("net", &["server", "client"]), "b-net")
         .await
         .expect("provision");
 
@@ -105,7 +105,7 @@ async fn limits_and_labels_reach_the_containers() {
     s.containers[0].resources.limit_cpu_millis = Some(1500);
     s.containers[0].resources.request_cpu_millis = Some(500);
     s.containers[0].run_as_user = Some(1000);
-    let pod = backend.provision(&s, "b-limits").await.expect("provision");
+    let pod = backend.provision_spec(&s, "b-limits").await.expect("provision");
 
     let found = containers_of(&backend, pod.id()).await;
     assert_eq!(found.len(), 2, "the sandbox and one container: {found:?}");
@@ -152,7 +152,7 @@ async fn limits_and_labels_reach_the_containers() {
 async fn teardown_leaves_nothing_labelled() {
     let backend = common::backend().await;
     let pod = backend
-        .provision(&spec("gone", &["one", "two"]), "b-gone")
+        .provision_spec(&spec("gone", &["one", "two"]), "b-gone")
         .await
         .expect("provision");
     let id = pod.id().to_string();
@@ -172,7 +172,7 @@ async fn a_missing_image_fails_provisioning_with_its_name() {
     let backend = common::backend().await;
     let mut s = spec("noimage", &["main"]);
     s.containers[0].image = Some("valet/does-not-exist:never".into());
-    let err = match backend.provision(&s, "b-noimage").await {
+    let err = match backend.provision_spec(&s, "b-noimage").await {
         Ok(pod) => {
             pod.teardown().await.ok();
             panic!("provisioning with a missing image succeeded")

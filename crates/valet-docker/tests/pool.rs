@@ -8,23 +8,44 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListContainersOptions, ListVolumesOptions};
-use valet_backend::conformance::{collect, spec};
-use valet_backend::{Backend, Command, Pod, PodSpec};
-use valet_docker::{DockerBackend, LABEL_POOL, Progress};
+use valet_backend::conformance::{ProvisionSpec as _, collect, spec};
+use valet_backend::{
+    Backend, Command, Pod, PodEvent, PodEvents, PodPhase, PodSpec, ProvisionRequest,
+};
+use valet_docker::{DockerBackend, LABEL_POOL};
 
-/// A backend with a pool of `size`, and the pods it reported ready (id, from the pool).
-async fn pooled(size: usize) -> (DockerBackend, Arc<Mutex<Vec<(String, bool)>>>) {
-    let ready = Arc::new(Mutex::new(Vec::new()));
-    let seen = ready.clone();
-    let backend = common::backend()
+type Seen = Arc<Mutex<Vec<(String, bool)>>>;
+
+/// A backend with a pool of `size`, and the pods it placed (id, from the pool).
+async fn pooled(size: usize) -> (DockerBackend, Seen) {
+    let backend = common::backend().await.with_warm_pool(size);
+    (backend, Seen::default())
+}
+
+/// Provisions `s`, noting in `seen` the pod and whether the warm pool placed it.
+async fn provision(
+    backend: &DockerBackend,
+    seen: &Seen,
+    s: &PodSpec,
+    build: &str,
+) -> Result<Box<dyn Pod>, valet_backend::BackendError> {
+    let seen = seen.clone();
+    let events = PodEvents::new(move |e| {
+        if let PodEvent::Phase {
+            pod,
+            phase: PodPhase::Placed,
+            detail,
+            ..
+        } = e
+        {
+            seen.lock()
+                .unwrap()
+                .push((pod, detail.as_deref() == Some("warm pool")));
+        }
+    });
+    backend
+        .provision(&ProvisionRequest::new(s.clone(), build).with_events(events))
         .await
-        .with_warm_pool(size)
-        .with_progress(Arc::new(move |p: &Progress| {
-            if let Progress::Ready { pod, warm, .. } = p {
-                seen.lock().unwrap().push((pod.clone(), *warm));
-            }
-        }));
-    (backend, ready)
 }
 
 async fn until_ready(backend: &DockerBackend, s: &PodSpec, n: usize) {
@@ -79,7 +100,7 @@ async fn a_pod_from_the_pool_is_fresh() {
     backend.warm(&s);
     until_ready(&backend, &s, 1).await;
 
-    let first = backend.provision(&s, "b-fresh-1").await.expect("provision");
+    let first = provision(&backend, &ready, &s, "b-fresh-1").await.expect("provision");
     let out = sh(
         &*first,
         "echo secret > /workspace/left-by-first; echo x > /tmp/also",
@@ -89,7 +110,7 @@ async fn a_pod_from_the_pool_is_fresh() {
     first.teardown().await.expect("teardown");
 
     until_ready(&backend, &s, 1).await;
-    let second = backend.provision(&s, "b-fresh-2").await.expect("provision");
+    let second = provision(&backend, &ready, &s, "b-fresh-2").await.expect("provision");
     assert_ne!(first.id(), second.id());
     let out = sh(
         &*second,
@@ -117,14 +138,12 @@ async fn the_pool_refills_after_a_pod_is_taken() {
     let (backend, ready) = pooled(2).await;
     let s = spec("refill", &["main"]);
     // The first request finds the pool empty: a cold pod, and the template is warmed.
-    let cold = backend
-        .provision(&s, "b-refill-0")
+    let cold = provision(&backend, &ready, &s, "b-refill-0")
         .await
         .expect("provision");
     until_ready(&backend, &s, 2).await;
 
-    let taken = backend
-        .provision(&s, "b-refill-1")
+    let taken = provision(&backend, &ready, &s, "b-refill-1")
         .await
         .expect("provision");
     assert!(backend.warm_ready(&s) < 2, "a pod left the pool");
@@ -178,7 +197,7 @@ async fn a_new_template_starts_on_a_sandbox_made_ahead() {
         "no pods are kept, only sandboxes"
     );
 
-    let pod = backend.provision(&s, "b-ahead").await.expect("provision");
+    let pod = backend.provision_spec(&s, "b-ahead").await.expect("provision");
     // The containers joined the sandbox made ahead, and share its workspace.
     let filters = HashMap::from([("label".to_string(), vec![format!("valet.pod={}", pod.id())])]);
     let found = backend

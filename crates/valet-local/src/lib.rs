@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use valet_backend::{Backend, BackendError, Command, Execution, Pod, PodSpec, StepRunner};
+use valet_backend::{Backend, BackendError, Command, Execution, Pod, ProvisionRequest, StepRunner};
 
 /// The default `PATH` when neither the spec nor the command gives one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -75,11 +75,8 @@ impl Backend for LocalBackend {
         )
     }
 
-    async fn provision(
-        &self,
-        spec: &PodSpec,
-        build_id: &str,
-    ) -> Result<Box<dyn Pod>, BackendError> {
+    async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
+        let (spec, build_id) = (&req.spec, req.build.id.as_str());
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("valet-{}-{}-{n}-", sanitize(build_id), sanitize(&spec.name));
         std::fs::create_dir_all(&self.root).map_err(|e| {
@@ -103,13 +100,13 @@ impl Backend for LocalBackend {
         let pod_env: BTreeMap<String, String> = spec
             .env
             .iter()
-            .map(|(k, v)| (k.clone(), value_text(v)))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         // Every container of the spec is accepted, Jenkins' `jnlp` agent container too: steps
         // outside `container('…')` run there when a pod template says so.
         for c in &spec.containers {
             let mut env = pod_env.clone();
-            env.extend(c.env.iter().map(|(k, v)| (k.clone(), value_text(v))));
+            env.extend(c.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             containers.insert(c.name.clone(), env);
         }
         if containers.is_empty() {
@@ -132,13 +129,6 @@ impl Backend for LocalBackend {
             groups: Arc::new(Mutex::new(Vec::new())),
             gone: Arc::new(AtomicBool::new(false)),
         }))
-    }
-}
-
-fn value_text(v: &valet_plan::model::Value) -> String {
-    match v {
-        valet_plan::model::Value::Str(s) => s.clone(),
-        other => other.display(),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::check::for_each_child;
 use crate::model::*;
 use crate::pods::{self, PodBuilder, Template};
 use crate::steps;
-use crate::values::{Consts, dynamic, eval, summary};
+use crate::values::{Consts, dynamic_expr, eval, summary};
 use indexmap::IndexMap;
 use std::collections::HashSet;
 use valet_dsl::ast::*;
@@ -945,8 +945,8 @@ impl<'a> GraphBuilder<'a> {
                 .values
                 .get(name)
                 .cloned()
-                .unwrap_or_else(|| dynamic(name.clone())),
-            _ => dynamic(summary(self.src, e.span, 60)),
+                .unwrap_or_else(|| dynamic_expr(name.clone(), e)),
+            _ => dynamic_expr(summary(self.src, e.span, 60), e),
         }
     }
 

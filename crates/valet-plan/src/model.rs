@@ -243,6 +243,10 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DynamicValue {
     pub dynamic: String,
+    /// The expression to evaluate when the pipeline runs; `None` for values that only a
+    /// cluster knows (a secret's key, `valueFrom`).
+    #[serde(skip)]
+    pub expr: Option<std::sync::Arc<valet_dsl::ast::Expr>>,
 }
 
 impl Value {

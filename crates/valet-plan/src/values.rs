@@ -17,6 +17,15 @@ pub(crate) struct Consts {
 pub(crate) fn dynamic(text: impl Into<String>) -> Value {
     Value::Dynamic(DynamicValue {
         dynamic: text.into(),
+        expr: None,
+    })
+}
+
+/// A value known only at run time: `e`, shown as `text`.
+pub(crate) fn dynamic_expr(text: impl Into<String>, e: &Expr) -> Value {
+    Value::Dynamic(DynamicValue {
+        dynamic: text.into(),
+        expr: Some(std::sync::Arc::new(e.clone())),
     })
 }
 
@@ -66,7 +75,7 @@ pub(crate) fn eval(e: &Expr, consts: &Consts, src: &SourceFile) -> Value {
                         Value::Str(v) => s.push_str(&v),
                         Value::Int(i) => s.push_str(&i.to_string()),
                         Value::Bool(b) => s.push_str(&b.to_string()),
-                        _ => return dynamic(summary(src, e.span, 200)),
+                        _ => return dynamic_expr(summary(src, e.span, 200), e),
                     },
                 }
             }
@@ -93,7 +102,7 @@ pub(crate) fn eval(e: &Expr, consts: &Consts, src: &SourceFile) -> Value {
             .values
             .get(name)
             .cloned()
-            .unwrap_or_else(|| dynamic(name.clone())),
+            .unwrap_or_else(|| dynamic_expr(name.clone(), e)),
         ExprKind::Binary {
             op: valet_dsl::ast::BinaryOp::Add,
             lhs,
@@ -101,9 +110,9 @@ pub(crate) fn eval(e: &Expr, consts: &Consts, src: &SourceFile) -> Value {
         } => match (eval(lhs, consts, src), eval(rhs, consts, src)) {
             (Value::Str(a), Value::Str(b)) => Value::Str(a + &b),
             (Value::Int(a), Value::Int(b)) => Value::Int(a.wrapping_add(b)),
-            _ => dynamic(summary(src, e.span, 200)),
+            _ => dynamic_expr(summary(src, e.span, 200), e),
         },
-        _ => dynamic(summary(src, e.span, 200)),
+        _ => dynamic_expr(summary(src, e.span, 200), e),
     }
 }
 

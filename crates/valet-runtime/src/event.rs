@@ -159,4 +159,24 @@ pub enum Event {
         level: NoticeLevel,
         message: String,
     },
+    /// A job's pod reached a phase of its start (queued → placed → created → started →
+    /// agent connected → first step byte), `at_ms` after the runtime asked for it.
+    PodPhase {
+        job: String,
+        pod: String,
+        backend: String,
+        phase: valet_backend::PodPhase,
+        at_ms: u64,
+        /// Since the previous phase.
+        took_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Something a person watching a pod start wants to see (a container being created,
+    /// an image pulled).
+    PodProgress {
+        job: String,
+        pod: String,
+        message: String,
+    },
 }

@@ -84,6 +84,9 @@ pub(crate) struct PodCtx {
     /// No plan job matched this `node`: containers named in the body are accepted and run
     /// in the default container.
     pub(crate) fallback: bool,
+    /// When the pod was asked for and when its last phase was reached, until its first
+    /// step's first byte (then `None`).
+    pub(crate) timeline: Mutex<Option<(Instant, Instant)>>,
 }
 
 pub(crate) struct StageCtx {

@@ -21,6 +21,7 @@ mod glob;
 mod interp;
 pub mod lines;
 mod methods;
+mod resolve;
 mod scope;
 pub mod secrets;
 mod steps;
@@ -109,6 +110,9 @@ pub struct RunOptions {
     pub scm: Option<ScmInfo>,
     /// Between TERM and KILL when a step is interrupted.
     pub kill_grace: Duration,
+    /// The repository the pipeline comes from (the controller's name for it), for the
+    /// backend's labels and fair sharing.
+    pub repository: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -123,6 +127,7 @@ impl Default for RunOptions {
             artifacts_dir: None,
             scm: None,
             kill_grace: Duration::from_secs(2),
+            repository: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use indexmap::IndexMap;
 use valet_backend::{BackendError, Command, Execution, ExitStatus, Output, StepRunner};
 use valet_dsl::Span;
 use valet_plan::model::{ContainerSpec, Job, PodSpec};
+use valet_backend::{PodEvent, PodEvents, PodPhase, ProvisionRequest};
 
 use crate::event::{BuildResult, Event, NoticeLevel, Stream};
 use crate::interp::{Args, BoxFuture, Ctx, Flow, Interp, PodCtx, R, abort, err, fail};
@@ -754,25 +755,26 @@ impl<'a> Interp<'a> {
         job: Option<&Job>,
         label: Option<String>,
     ) -> R<(Ctx, Instant)> {
-        let (mut spec, job_id, fallback) = match job {
+        let (planned, job_id, fallback) = match job {
             Some(j) => (j.pod.clone(), j.id.clone(), false),
             None => (default_spec(), format!("job-{}", self.next_id()), true),
         };
+        let mut spec = self.resolve_pod(ctx, &planned).await?;
         if spec.containers.is_empty() {
-            spec.containers = default_spec().containers;
+            spec.containers = self.resolve_pod(ctx, &default_spec()).await?.containers;
         }
         if spec.default_container.is_empty() {
             spec.default_container = spec.containers[0].name.clone();
         }
+        let label = label.or_else(|| job.and_then(|j| j.label.clone()));
         let started = Instant::now();
         let traced = tracing::info_span!("job", job = %job_id, build = %self.build_id, backend = self.backend.name());
-        let pod =
-            tracing::Instrument::instrument(self.backend.provision(&spec, &self.build_id), traced)
-                .await
-                .map_err(backend_err)?;
-        let pod: Arc<dyn valet_backend::Pod> = Arc::from(pod);
+        let (pod, last_phase) = tracing::Instrument::instrument(
+            self.provision_pod(&job_id, label.clone(), spec.clone()),
+            traced,
+        )
+        .await?;
         let workspace = pod.workspace();
-        let label = label.or_else(|| job.and_then(|j| j.label.clone()));
         self.emit(Event::JobStarted {
             job: job_id.clone(),
             pod: pod.id().to_string(),
@@ -788,6 +790,7 @@ impl<'a> Interp<'a> {
             spec,
             workspace: workspace.clone(),
             fallback,
+            timeline: std::sync::Mutex::new(Some((started, last_phase))),
         });
         let mut inner = ctx.clone();
         inner.pod = Some(pctx);
@@ -807,6 +810,161 @@ impl<'a> Interp<'a> {
             ("EXECUTOR_NUMBER".to_string(), "0".to_string()),
         ]);
         Ok((inner, started))
+    }
+
+    /// Asks the backend for the pod, turning what it reports while the pod starts into
+    /// events; phases the backend does not report are taken as reached when it answers.
+    /// Returns the pod and when its last phase was reached.
+    async fn provision_pod(
+        &self,
+        job: &str,
+        label: Option<String>,
+        spec: valet_backend::PodSpec,
+    ) -> R<(Arc<dyn valet_backend::Pod>, Instant)> {
+        let queued = Instant::now();
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel();
+        let req = ProvisionRequest {
+            demand: spec.demand(),
+            spec,
+            job: job.to_string(),
+            label,
+            build: self.identity(),
+            events: PodEvents::new(move |e| {
+                let _ = ptx.send(e);
+            }),
+        };
+        let mut seen = PhaseClock::new(queued);
+        self.pod_phase(job, "", &mut seen, PodPhase::Queued, queued, None)
+            .await;
+        let answer = {
+            let provision = self.backend.provision(&req);
+            tokio::pin!(provision);
+            loop {
+                tokio::select! {
+                    r = &mut provision => break r,
+                    Some(e) = prx.recv() => self.pod_event(job, &mut seen, e).await,
+                }
+            }
+        };
+        drop(req);
+        while let Ok(e) = prx.try_recv() {
+            self.pod_event(job, &mut seen, e).await;
+        }
+        let pod: Arc<dyn valet_backend::Pod> = Arc::from(answer.map_err(backend_err)?);
+        let now = Instant::now();
+        for phase in [
+            PodPhase::Placed,
+            PodPhase::Created,
+            PodPhase::Started,
+            PodPhase::AgentConnected,
+        ] {
+            if seen.last < phase {
+                self.pod_phase(job, pod.id(), &mut seen, phase, now, None)
+                    .await;
+            }
+        }
+        Ok((pod, seen.at))
+    }
+
+    async fn pod_event(&self, job: &str, seen: &mut PhaseClock, e: PodEvent) {
+        match e {
+            PodEvent::Phase {
+                pod,
+                phase,
+                at,
+                detail,
+            } => {
+                // Phases only move forward; one reported twice or late counts once.
+                if phase > seen.last {
+                    self.pod_phase(job, &pod, seen, phase, at, detail).await;
+                }
+            }
+            PodEvent::Creating {
+                pod,
+                container,
+                image,
+            } => {
+                self.emit(Event::PodProgress {
+                    job: job.to_string(),
+                    pod,
+                    message: format!("creating container {container} ({image})"),
+                })
+                .await
+            }
+            PodEvent::Pulling { image } => {
+                self.emit(Event::PodProgress {
+                    job: job.to_string(),
+                    pod: String::new(),
+                    message: format!("pulling image {image}"),
+                })
+                .await
+            }
+            PodEvent::ContainerStarted { pod, container } => {
+                self.emit(Event::PodProgress {
+                    job: job.to_string(),
+                    pod,
+                    message: format!("container {container} started"),
+                })
+                .await
+            }
+        }
+    }
+
+    async fn pod_phase(
+        &self,
+        job: &str,
+        pod: &str,
+        seen: &mut PhaseClock,
+        phase: PodPhase,
+        at: Instant,
+        detail: Option<String>,
+    ) {
+        let at = at.max(seen.at);
+        let took_ms = at.duration_since(seen.at).as_millis() as u64;
+        seen.last = phase;
+        seen.at = at;
+        self.emit(Event::PodPhase {
+            job: job.to_string(),
+            pod: pod.to_string(),
+            backend: self.backend.name().to_string(),
+            phase,
+            at_ms: at.duration_since(seen.queued).as_millis() as u64,
+            took_ms,
+            detail,
+        })
+        .await;
+    }
+
+    /// The pod's last phase: the first byte of its first step's output (once per pod).
+    pub(crate) async fn first_step_byte(&self, pod: &PodCtx) {
+        let Some((queued, last)) = lock(&pod.timeline).take() else {
+            return;
+        };
+        let mut seen = PhaseClock {
+            queued,
+            at: last,
+            last: PodPhase::AgentConnected,
+        };
+        self.pod_phase(
+            &pod.job,
+            pod.pod.id(),
+            &mut seen,
+            PodPhase::FirstStepByte,
+            Instant::now(),
+            None,
+        )
+        .await;
+    }
+
+    /// Who the build is, for the backend.
+    pub(crate) fn identity(&self) -> valet_backend::BuildIdentity {
+        valet_backend::BuildIdentity {
+            id: self.build_id.clone(),
+            number: self.opts.build_number,
+            repository: self.opts.repository.clone(),
+            pipeline: self.opts.job_name_or_default(self.source),
+            file: self.source.name.clone(),
+        }
     }
 
     pub(crate) async fn release(&self, inner: &Ctx, started: Instant, r: &R<Value>) {
@@ -859,7 +1017,11 @@ impl<'a> Interp<'a> {
                 }
                 tokio::select! {
                     _ = ctx.cancel.cancelled() => break End::Cancelled,
-                    chunk = output.recv(), if !closed => match chunk {
+                    chunk = output.recv(), if !closed => {
+                    if chunk.is_some() && let Some(p) = &ctx.pod {
+                        self.first_step_byte(p).await;
+                    }
+                    match chunk {
                         Some(Output::Stdout(b)) => {
                             if show.stdout {
                                 self.output(ctx, step, Stream::Stdout, &mut out_mask, &b, false).await;
@@ -875,7 +1037,7 @@ impl<'a> Interp<'a> {
                             }
                         }
                         None => closed = true,
-                    },
+                    }},
                     s = &mut wait, if status.is_none() => status = Some(s),
                 }
             }
@@ -1943,12 +2105,29 @@ impl<'a> Interp<'a> {
 }
 
 /// Whether the pod's containers may include some the plan could not see (a `yamlFile`).
-fn pod_spec_unresolved(spec: &PodSpec) -> bool {
+/// The phases a pod has reached so far.
+struct PhaseClock {
+    queued: Instant,
+    at: Instant,
+    last: PodPhase,
+}
+
+impl PhaseClock {
+    fn new(queued: Instant) -> PhaseClock {
+        PhaseClock {
+            queued,
+            at: queued,
+            last: PodPhase::Queued,
+        }
+    }
+}
+
+fn pod_spec_unresolved(spec: &valet_backend::PodSpec) -> bool {
     spec.extra.contains_key("yamlFile") || spec.yaml.iter().any(|y| y.starts_with("yamlFile:"))
 }
 
 /// A container that is certainly in the spec, for a name the plan could not resolve.
-fn fallback_container(spec: &PodSpec) -> String {
+fn fallback_container(spec: &valet_backend::PodSpec) -> String {
     if spec
         .containers
         .iter()

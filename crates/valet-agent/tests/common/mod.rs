@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use valet_agent::AgentRunner;
-use valet_backend::{Backend, BackendError, Pod, PodSpec, StepRunner};
+use valet_backend::{Backend, BackendError, Pod, ProvisionRequest, StepRunner};
 
 /// An agent process serving on a socket; killed (TERM, then KILL) when dropped.
 pub struct HostAgent {
@@ -129,7 +129,8 @@ impl Backend for HostAgentBackend {
         "host-agent"
     }
 
-    async fn provision(&self, spec: &PodSpec, _build: &str) -> Result<Box<dyn Pod>, BackendError> {
+    async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
+        let spec = &req.spec;
         let dir = tempfile::tempdir().map_err(|e| BackendError::Internal(e.to_string()))?;
         // Canonical, so `pwd` in a step prints the same path.
         let root = dir

@@ -1,19 +1,23 @@
-//! `valet gc`: removes what valet runs left on the Docker engine and the host.
+//! `valet gc`: removes what valet runs left on every backend.
 //!
-//! Every container, volume and pod directory valet makes names its owner process (see
-//! `valet_docker::gc`). By default only objects whose owner is gone are removed (a run that
-//! was killed, a machine that crashed); `--all` removes every valet object, also those of
-//! runs still going.
+//! Everything a backend makes names its owner process (`valet_backend::owner`). By default
+//! only objects whose owner is gone are removed (a run that was killed, a machine that
+//! crashed); `--all` removes every valet object, also those of runs still going.
 
 use std::process::ExitCode;
 
-use valet_docker::gc::{Removed, Scope};
+use valet_backend::owner::Scope;
+use valet_backends::{BackendConfig, KINDS};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Remove every object valet made, also those of valet processes still running.
     #[arg(long)]
     all: bool,
+    /// Only this backend (default: every backend that can be reached).
+    #[arg(long, value_name = "KIND",
+          value_parser = clap::builder::PossibleValuesParser::new(KINDS))]
+    backend: Option<String>,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -21,23 +25,41 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let removed = rt.block_on(async {
-        let docker = valet_docker::DockerBackend::connect().await?;
-        docker.gc(&scope).await
-    })?;
+    let kinds: Vec<&str> = match &args.backend {
+        Some(k) => vec![k.as_str()],
+        None => KINDS.to_vec(),
+    };
+    let mut removed = Vec::new();
+    let mut failed = false;
+    for kind in kinds {
+        let config = BackendConfig::of_kind(kind)?;
+        let result = rt.block_on(async {
+            let backend = config.connect().await?;
+            backend.collect_orphans(&scope).await
+        });
+        match result {
+            Ok(r) => removed.extend(r),
+            // Without `--backend`, a backend that is not there has nothing to collect.
+            Err(e) if args.backend.is_some() => {
+                eprintln!("valet gc: the {kind} backend: {e}");
+                failed = true;
+            }
+            Err(e) => eprintln!("valet gc: skipping the {kind} backend: {e}"),
+        }
+    }
     if removed.is_empty() {
         println!("valet gc: nothing to remove");
     } else {
         print!("{}", removed_lines(&removed));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// One line per removed object: `removed container valet-pod-1a2b-maven`.
-pub(crate) fn removed_lines(removed: &Removed) -> String {
-    removed
-        .summary()
-        .lines()
-        .map(|l| format!("removed {l}\n"))
-        .collect()
+pub(crate) fn removed_lines(removed: &[String]) -> String {
+    removed.iter().map(|l| format!("removed {l}\n")).collect()
 }

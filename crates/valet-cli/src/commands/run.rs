@@ -13,7 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indexmap::IndexMap;
+use valet_backend::PodPhase;
+use valet_backend::owner::Scope;
+use valet_backends::BackendConfig;
 use valet_runtime::{BuildResult, Event, NoticeLevel, RunOptions, ScmInfo, Secrets};
+
+use super::gc::removed_lines;
 
 /// What `valet run --help` says after the options.
 pub(crate) const AFTER_HELP: &str = "\
@@ -36,15 +41,6 @@ Secrets (for `withCredentials` and `credentials()`), first match wins:
 On the local backend, container images are not used: every step runs as a host process, in a
 workspace under the temp directory that is removed at the end unless --keep is given.";
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub(crate) enum BackendKind {
-    /// Host processes in a per-build workspace (no engine needed).
-    Local,
-    /// Containers on the local Docker engine: one pod = containers sharing a network
-    /// namespace and a workspace volume, with the template's CPU and memory limits.
-    Docker,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum OutputFormat {
     /// Stage headers, output lines and a closing summary, for a person.
@@ -58,9 +54,16 @@ pub(crate) struct Args {
     /// The pipeline file (a Jenkinsfile).
     #[arg(value_name = "FILE")]
     file: String,
-    /// Where pods run.
-    #[arg(long, value_enum, default_value = "local")]
-    backend: BackendKind,
+    /// Where pods run: `local` (host processes, no engine needed) or `docker` (containers
+    /// on the local Docker engine, one pod = containers sharing a network namespace and a
+    /// workspace volume, with the template's CPU and memory limits).
+    #[arg(long, default_value = "local", value_name = "KIND",
+          value_parser = clap::builder::PossibleValuesParser::new(valet_backends::KINDS))]
+    backend: String,
+    /// A setting of the backend, e.g. `--backend-opt warm_pool=2` (docker) or
+    /// `--backend-opt root=/srv/valet` (local); repeat for more.
+    #[arg(long = "backend-opt", value_name = "KEY=VALUE")]
+    backend_opts: Vec<String>,
     /// A build parameter (`params.NAME`); repeat for more.
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
@@ -110,49 +113,45 @@ async fn interrupted() -> bool {
     }
 }
 
-/// Connects to Docker, checks the base image, removes what killed runs left (saying so only
-/// when there was something), and prints pod start-up on stderr.
-async fn connect_docker(
-    warm_pool: usize,
-) -> Result<valet_docker::DockerBackend, valet_backend::BackendError> {
-    let d = valet_docker::DockerBackend::connect_ready().await?;
-    match d.gc(&valet_docker::gc::Scope::Orphans).await {
+/// The backend the flags ask for: `--backend`, its `--backend-opt`s, and the shorthands
+/// `--keep` (local) and `--warm-pool` / `$VALET_WARM_POOL` (docker).
+fn backend_config(args: &Args) -> anyhow::Result<BackendConfig> {
+    let mut opts = args.backend_opts.clone();
+    let has = |k: &str| opts.iter().any(|o| o.starts_with(&format!("{k}=")));
+    match args.backend.as_str() {
+        "local" if args.keep && !has("keep") => opts.push("keep=true".into()),
+        "docker" if !has("warm_pool") => {
+            let warm_pool = match args.warm_pool {
+                Some(n) => n,
+                None => match std::env::var("VALET_WARM_POOL") {
+                    Ok(v) => v.trim().parse().with_context(|| {
+                        format!("VALET_WARM_POOL={v:?} is not a number of pods")
+                    })?,
+                    Err(_) => 0,
+                },
+            };
+            opts.push(format!("warm_pool={warm_pool}"));
+        }
+        _ => {}
+    }
+    Ok(BackendConfig::from_options(&args.backend, &opts)?)
+}
+
+/// Builds the backend and removes what killed runs left on it (saying so only when there
+/// was something).
+async fn start_backend(
+    config: &BackendConfig,
+) -> Result<Arc<dyn valet_backend::Backend>, valet_backend::BackendError> {
+    let backend = config.build().await?;
+    match backend.collect_orphans(&Scope::Orphans).await {
         Ok(r) if !r.is_empty() => eprint!(
             "valet: removed what earlier runs left behind:\n{}",
-            super::gc::removed_lines(&r)
+            removed_lines(&r)
         ),
         Ok(_) => {}
         Err(e) => eprintln!("valet: could not look for what earlier runs left behind: {e}"),
     }
-    Ok(d.with_warm_pool(warm_pool)
-        .with_progress(Arc::new(print_progress)))
-}
-
-/// Pod start-up on stderr, apart from the build's log on stdout.
-fn print_progress(p: &valet_docker::Progress) {
-    use valet_docker::Progress;
-    match p {
-        Progress::Creating {
-            pod,
-            container,
-            image,
-        } => eprintln!("valet: pod {pod}: creating container {container} ({image})"),
-        Progress::Pulling { image } => eprintln!("valet: pulling image {image}"),
-        Progress::Started { pod, container } => {
-            eprintln!("valet: pod {pod}: container {container} started")
-        }
-        Progress::Ready {
-            pod,
-            containers,
-            took,
-            warm,
-        } => eprintln!(
-            "valet: pod {pod} ready in {} ({containers} container{}{})",
-            fmt_duration(took.as_millis() as u64),
-            if *containers == 1 { "" } else { "s" },
-            if *warm { ", from the warm pool" } else { "" }
-        ),
-    }
+    Ok(backend)
 }
 
 fn pairs(items: &[String], what: &str) -> anyhow::Result<IndexMap<String, String>> {
@@ -229,34 +228,18 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    // The Docker backend, also kept as itself: its pool is drained and its leftovers
-    // collected when the build ends, however it ends.
-    let mut docker: Option<valet_docker::DockerBackend> = None;
-    let backend: Box<dyn valet_backend::Backend> = match args.backend {
-        BackendKind::Local => Box::new(valet_local::LocalBackend::new(
-            std::env::temp_dir(),
-            args.keep,
-        )),
-        BackendKind::Docker => {
-            let warm_pool = match args.warm_pool {
-                Some(n) => n,
-                None => match std::env::var("VALET_WARM_POOL") {
-                    Ok(v) => v.trim().parse().with_context(|| {
-                        format!("VALET_WARM_POOL={v:?} is not a number of pods")
-                    })?,
-                    Err(_) => 0,
-                },
-            };
-            match rt.block_on(connect_docker(warm_pool)) {
-                Ok(d) => {
-                    docker = Some(d.clone());
-                    Box::new(d)
-                }
-                Err(e) => {
-                    eprintln!("valet: the docker backend is not available: {e}");
-                    return Ok(ExitCode::from(EXIT_ERROR));
-                }
-            }
+    let config = match backend_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("valet: {e}");
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+    };
+    let backend = match rt.block_on(start_backend(&config)) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("valet: the {} backend is not available: {e}", config.kind());
+            return Ok(ExitCode::from(EXIT_ERROR));
         }
     };
     let format = args.output;
@@ -265,7 +248,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let cancel = valet_runtime::CancellationToken::new();
         let c = cancel.clone();
-        let d = docker.clone();
+        let b = backend.clone();
         tokio::spawn(async move {
             if interrupted().await {
                 eprintln!(
@@ -274,12 +257,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
                 c.cancel();
                 if interrupted().await {
                     // Quitting at once still removes this run's pods, briefly bounded.
-                    if let Some(d) = d {
-                        let own = valet_docker::gc::Scope::Owner(
-                            valet_docker::gc::current_owner().to_string(),
-                        );
-                        let _ = tokio::time::timeout(Duration::from_secs(5), d.gc(&own)).await;
-                    }
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), b.collect_orphans(&Scope::mine()))
+                            .await;
                     std::process::exit(130);
                 }
             }
@@ -296,20 +276,16 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         )
         .await;
         let _ = renderer.await;
-        if let Some(d) = &docker {
-            // The pool's pods, then anything of this process a teardown could not remove.
-            if let Err(e) = d.shutdown().await {
-                eprintln!("valet: draining the warm pool: {e}");
+        // The backend's pools, then anything of this process a teardown could not remove.
+        if let Err(e) = backend.shutdown().await {
+            eprintln!("valet: stopping the {} backend: {e}", backend.name());
+        }
+        match backend.collect_orphans(&Scope::mine()).await {
+            Ok(r) if !r.is_empty() => {
+                eprint!("valet: removed what the build left:\n{}", removed_lines(&r))
             }
-            let own = valet_docker::gc::Scope::Owner(valet_docker::gc::current_owner().to_string());
-            match d.gc(&own).await {
-                Ok(r) if !r.is_empty() => eprint!(
-                    "valet: removed what the build left:\n{}",
-                    super::gc::removed_lines(&r)
-                ),
-                Ok(_) => {}
-                Err(e) => eprintln!("valet: removing what the build left: {e}"),
-            }
+            Ok(_) => {}
+            Err(e) => eprintln!("valet: removing what the build left: {e}"),
         }
         outcome
     });
@@ -394,6 +370,7 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
     let mut out = std::io::stdout();
     let mut lines = valet_runtime::Lines::default();
     let mut stages: Vec<(String, BuildResult, bool, u64)> = Vec::new();
+    let mut pods = PodTimes::default();
     while let Some(ev) = rx.recv().await {
         if format == OutputFormat::Json {
             if let Ok(line) = serde_json::to_string(&ev) {
@@ -403,6 +380,22 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
             continue;
         }
         match &ev {
+            Event::PodProgress { pod, message, .. } => {
+                if pod.is_empty() {
+                    eprintln!("valet: {message}");
+                } else {
+                    eprintln!("valet: pod {pod}: {message}");
+                }
+            }
+            Event::PodPhase {
+                job,
+                pod,
+                phase,
+                at_ms,
+                took_ms,
+                detail,
+                ..
+            } => pods.record(job, pod, *phase, *at_ms, *took_ms, detail.as_deref()),
             Event::BuildStarted {
                 number,
                 file,
@@ -428,8 +421,18 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                 workspace,
                 label,
                 place,
-                ..
+                containers,
             } => {
+                // Pod start-up goes to stderr, apart from the build's log.
+                if let Some(ms) = pods.ready_ms(job) {
+                    let n = containers.len();
+                    eprintln!(
+                        "valet: pod {pod} ready in {} ({n} container{}{})",
+                        fmt_duration(ms),
+                        if n == 1 { "" } else { "s" },
+                        if pods.warm(job) { ", from the warm pool" } else { "" }
+                    );
+                }
                 let label = label
                     .as_deref()
                     .map(|l| format!(" (label {l})"))
@@ -549,6 +552,7 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                         let _ = writeln!(out, "{path:<width$}  {r:<9}  {}", fmt_duration(*ms));
                     }
                 }
+                pods.summary(&mut out);
                 let _ = writeln!(out, "Build {result} in {}", fmt_duration(*duration_ms));
             }
         }
@@ -556,6 +560,91 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
     }
     if let Some(t) = ticker {
         t.abort();
+    }
+}
+
+/// Each job's pod start, phase by phase, for the closing summary.
+#[derive(Default)]
+struct PodTimes {
+    /// Job → pod, and (phase, time since the previous phase, detail) in order.
+    jobs: IndexMap<String, (String, Vec<(PodPhase, u64, Option<String>)>)>,
+}
+
+impl PodTimes {
+    fn record(
+        &mut self,
+        job: &str,
+        pod: &str,
+        phase: PodPhase,
+        _at_ms: u64,
+        took_ms: u64,
+        detail: Option<&str>,
+    ) {
+        let entry = self.jobs.entry(job.to_string()).or_default();
+        if !pod.is_empty() {
+            entry.0 = pod.to_string();
+        }
+        // A job's pod may be made again (a `node` in a loop): the new queue starts afresh.
+        if phase == PodPhase::Queued {
+            entry.1.clear();
+        }
+        entry.1.push((phase, took_ms, detail.map(str::to_string)));
+    }
+
+    /// From asking for the job's pod to its agents answering.
+    fn ready_ms(&self, job: &str) -> Option<u64> {
+        let (_, phases) = self.jobs.get(job)?;
+        phases
+            .iter()
+            .take_while(|p| p.0 <= PodPhase::AgentConnected)
+            .map(|p| p.1)
+            .sum::<u64>()
+            .into()
+    }
+
+    fn warm(&self, job: &str) -> bool {
+        self.jobs.get(job).is_some_and(|(_, phases)| {
+            phases
+                .iter()
+                .any(|p| p.0 == PodPhase::Placed && p.2.as_deref() == Some("warm pool"))
+        })
+    }
+
+    /// `Pod start` lines: each phase with the time it took since the one before.
+    fn summary(&self, out: &mut impl std::io::Write) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Pod start (since the phase before): placed, created, started, agent connected, first step byte"
+        );
+        for (job, (pod, phases)) in &self.jobs {
+            let parts: Vec<String> = phases
+                .iter()
+                .filter(|p| p.0 != PodPhase::Queued)
+                .map(|(phase, ms, _)| format!("{} +{}", phase_name(*phase), fmt_duration(*ms)))
+                .collect();
+            let total: u64 = phases.iter().map(|p| p.1).sum();
+            let _ = writeln!(
+                out,
+                "{job} {pod}: {} (total {})",
+                parts.join(", "),
+                fmt_duration(total)
+            );
+        }
+    }
+}
+
+fn phase_name(p: PodPhase) -> &'static str {
+    match p {
+        PodPhase::Queued => "queued",
+        PodPhase::Placed => "placed",
+        PodPhase::Created => "created",
+        PodPhase::Started => "started",
+        PodPhase::AgentConnected => "agent",
+        PodPhase::FirstStepByte => "first byte",
     }
 }
 

@@ -1,0 +1,214 @@
+//! `valet-backends`: every backend, built in one place.
+//!
+//! [`BackendConfig`] is a closed enum with one variant per backend. The CLI reads it from
+//! `valet run --backend KIND --backend-opt KEY=VALUE`, the controller from the `backend:`
+//! section of its YAML; both call [`BackendConfig::build`] and from then on know only
+//! `Arc<dyn Backend>`. Adding a backend is its crate plus one arm here.
+//!
+//! Not here: anything a backend does once built (that is its own crate's), and no
+//! backend-specific code in the CLI or the controller.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use valet_backend::{Backend, BackendError};
+
+/// The most ready pods kept per pod template: each holds containers and memory on the host.
+pub const MAX_WARM_POOL: usize = 16;
+
+/// Where pods run, and how. `kind` names the variant (`local`, `docker`, `fake`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// Host processes in a per-build workspace (no engine needed).
+    Local {
+        /// Where workspaces are made (default: the system temp directory).
+        #[serde(default)]
+        root: Option<PathBuf>,
+        /// Leave workspaces in place after the build.
+        #[serde(default)]
+        keep: bool,
+    },
+    /// Containers on the local Docker engine.
+    Docker {
+        /// Pods kept started and ready per pod template (0..=16), never reused.
+        #[serde(default)]
+        warm_pool: usize,
+        /// The static `valet-agent` to mount (default: found or built).
+        #[serde(default)]
+        agent: Option<PathBuf>,
+    },
+    /// Runs nothing and records every call (tests of the layers above the backends).
+    Fake {
+        /// Append each call to this file as a JSON line.
+        #[serde(default)]
+        record: Option<PathBuf>,
+    },
+}
+
+/// Why a backend configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown backend `{0}` (known: {known})", known = KINDS.join(", "))]
+    UnknownKind(String),
+    #[error("backend option `{0}` is not KEY=VALUE")]
+    NotKeyValue(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The backends' names, as `kind` takes them.
+pub const KINDS: &[&str] = &["local", "docker", "fake"];
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig::Local {
+            root: None,
+            keep: false,
+        }
+    }
+}
+
+impl BackendConfig {
+    /// The backend's name (`local`, `docker`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Local { .. } => "local",
+            BackendConfig::Docker { .. } => "docker",
+            BackendConfig::Fake { .. } => "fake",
+        }
+    }
+
+    /// A backend of `kind` with its defaults.
+    pub fn of_kind(kind: &str) -> Result<BackendConfig, ConfigError> {
+        BackendConfig::from_options(kind, &[])
+    }
+
+    /// `kind` with `KEY=VALUE` options, as `valet run --backend KIND --backend-opt K=V`
+    /// gives them. A value that reads as a number or `true`/`false` is taken as one.
+    pub fn from_options(kind: &str, options: &[String]) -> Result<BackendConfig, ConfigError> {
+        if !KINDS.contains(&kind) {
+            return Err(ConfigError::UnknownKind(kind.to_string()));
+        }
+        let mut obj = serde_json::Map::new();
+        obj.insert("kind".into(), kind.into());
+        for o in options {
+            let (k, v) = o
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| ConfigError::NotKeyValue(o.clone()))?;
+            let value = match v {
+                "true" => serde_json::Value::Bool(true),
+                "false" => serde_json::Value::Bool(false),
+                _ => match v.parse::<u64>() {
+                    Ok(n) => n.into(),
+                    Err(_) => v.into(),
+                },
+            };
+            obj.insert(k.replace('-', "_"), value);
+        }
+        let config: BackendConfig = serde_json::from_value(serde_json::Value::Object(obj))
+            .map_err(|e| ConfigError::Invalid(format!("backend {kind}: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Where the backend keeps its files when its settings do not say: the controller's
+    /// data directory (local workspaces under `DIR/pods`). Backends that keep no files
+    /// ignore it.
+    pub fn with_data_dir(mut self, dir: &std::path::Path) -> BackendConfig {
+        if let BackendConfig::Local { root, .. } = &mut self
+            && root.is_none()
+        {
+            *root = Some(dir.join("pods"));
+        }
+        self
+    }
+
+    /// Checks what the types cannot say.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let BackendConfig::Docker { warm_pool, .. } = self
+            && *warm_pool > MAX_WARM_POOL
+        {
+            return Err(ConfigError::Invalid(format!(
+                "backend.warm_pool must be at most {MAX_WARM_POOL} pods per template, not {warm_pool}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes the backend, ready to provision: connected, its prerequisites checked.
+    pub async fn build(&self) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(match self {
+            BackendConfig::Local { root, keep } => Arc::new(valet_local::LocalBackend::new(
+                root.clone().unwrap_or_else(std::env::temp_dir),
+                *keep,
+            )),
+            BackendConfig::Docker { warm_pool, agent } => {
+                let mut d = valet_docker::DockerBackend::connect_ready()
+                    .await?
+                    .with_warm_pool(*warm_pool);
+                if let Some(a) = agent {
+                    d = d.with_agent(a.clone());
+                }
+                Arc::new(d)
+            }
+            BackendConfig::Fake { record } => Arc::new(match record {
+                Some(f) => valet_backend::fake::FakeBackend::recording_to(f.clone()),
+                None => valet_backend::fake::FakeBackend::new(),
+            }),
+        })
+    }
+
+    /// Makes the backend for clean-up only (`valet gc`): connected, nothing checked.
+    pub async fn connect(&self) -> Result<Arc<dyn Backend>, BackendError> {
+        match self {
+            BackendConfig::Docker { .. } => {
+                Ok(Arc::new(valet_docker::DockerBackend::connect().await?))
+            }
+            other => other.build().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_become_a_config_and_bad_ones_are_refused_in_words() {
+        assert_eq!(
+            BackendConfig::from_options("docker", &["warm_pool=3".into()]).unwrap(),
+            BackendConfig::Docker {
+                warm_pool: 3,
+                agent: None
+            }
+        );
+        assert_eq!(
+            BackendConfig::from_options("local", &["keep=true".into()]).unwrap(),
+            BackendConfig::Local {
+                root: None,
+                keep: true
+            }
+        );
+        assert_eq!(
+            BackendConfig::of_kind("podman").unwrap_err().to_string(),
+            "unknown backend `podman` (known: local, docker, fake)"
+        );
+        let e = BackendConfig::from_options("docker", &["warm_pool=500".into()]).unwrap_err();
+        assert!(e.to_string().contains("at most 16"), "{e}");
+        let e = BackendConfig::from_options("docker", &["colour=blue".into()]).unwrap_err();
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+        let e = BackendConfig::from_options("docker", &["=3".into()]).unwrap_err();
+        assert_eq!(e, ConfigError::NotKeyValue("=3".into()));
+    }
+
+    #[tokio::test]
+    async fn the_fake_is_built_like_any_other_backend() {
+        let b = BackendConfig::of_kind("fake").unwrap().build().await.unwrap();
+        assert_eq!(b.name(), "fake");
+        let b = BackendConfig::of_kind("local").unwrap().build().await.unwrap();
+        assert_eq!(b.name(), "local");
+    }
+}

@@ -1,0 +1,181 @@
+//! The planner's pod made concrete: every value the plan could only keep as an expression
+//! (`envVar(key: 'VER', value: "v${params.V}")`) is evaluated when the `node` is reached, in
+//! its scope, so a backend receives a [`valet_backend::PodSpec`] of plain text and never
+//! sees an expression.
+
+use indexmap::IndexMap;
+use valet_backend as be;
+use valet_plan::model as plan;
+
+use crate::interp::{Ctx, Interp, R, fail};
+use crate::value::{Value, lock};
+
+impl Interp<'_> {
+    pub(crate) async fn resolve_pod(&self, ctx: &Ctx, spec: &plan::PodSpec) -> R<be::PodSpec> {
+        let mut containers = Vec::with_capacity(spec.containers.len());
+        for c in &spec.containers {
+            containers.push(self.resolve_container(ctx, c).await?);
+        }
+        Ok(be::PodSpec {
+            name: spec.name.clone(),
+            containers,
+            default_container: spec.default_container.clone(),
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|v| be::Volume {
+                    kind: v.kind.clone(),
+                    mount_path: v.mount_path.clone(),
+                    source: v.source.clone(),
+                    read_only: v.read_only,
+                })
+                .collect(),
+            env: self.resolve_env(ctx, &spec.env).await?.0,
+            run_as_user: spec.run_as_user,
+            run_as_group: spec.run_as_group,
+            node_selector: spec.node_selector.clone(),
+            service_account: spec.service_account.clone(),
+            namespace: spec.namespace.clone(),
+            annotations: spec.annotations.clone(),
+            inherits: spec.inherits.clone(),
+            yaml: spec.yaml.clone(),
+            active_deadline_seconds: spec.active_deadline_seconds,
+            extra: {
+                let mut m = IndexMap::new();
+                for (k, v) in &spec.extra {
+                    if let Some(t) = self.text(ctx, k, v).await? {
+                        m.insert(k.clone(), t);
+                    }
+                }
+                m
+            },
+            open: spec.open,
+        })
+    }
+
+    async fn resolve_container(
+        &self,
+        ctx: &Ctx,
+        c: &plan::ContainerSpec,
+    ) -> R<be::ContainerSpec> {
+        let (env, env_refs) = self.resolve_env(ctx, &c.env).await?;
+        let words = async |what: &str, v: &Option<plan::Value>| match v {
+            Some(v) => self.words(ctx, what, v).await.map(Some),
+            None => Ok(None),
+        };
+        let r = c.resources;
+        Ok(be::ContainerSpec {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            command: words("command", &c.command).await?,
+            args: words("args", &c.args).await?,
+            tty: c.tty,
+            working_dir: c.working_dir.clone(),
+            privileged: c.privileged,
+            always_pull: c.always_pull,
+            run_as_user: c.run_as_user,
+            run_as_group: c.run_as_group,
+            env,
+            env_refs,
+            resources: be::Resources {
+                request_cpu_millis: r.request_cpu_millis,
+                limit_cpu_millis: r.limit_cpu_millis,
+                request_memory_bytes: r.request_memory_bytes,
+                limit_memory_bytes: r.limit_memory_bytes,
+            },
+            ports: c
+                .ports
+                .iter()
+                .map(|p| be::Port {
+                    name: p.name.clone(),
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                })
+                .collect(),
+            shell: c.shell.clone(),
+            jnlp: c.jnlp,
+        })
+    }
+
+    /// Plain variables, and those only a cluster can fill in.
+    async fn resolve_env(
+        &self,
+        ctx: &Ctx,
+        env: &IndexMap<String, plan::Value>,
+    ) -> R<(IndexMap<String, String>, IndexMap<String, be::EnvRef>)> {
+        let mut plain = IndexMap::new();
+        let mut refs = IndexMap::new();
+        for (k, v) in env {
+            if let plan::Value::Dynamic(d) = v
+                && d.expr.is_none()
+            {
+                refs.insert(k.clone(), cluster_ref(&d.dynamic));
+                continue;
+            }
+            plain.insert(k.clone(), self.text(ctx, k, v).await?.unwrap_or_default());
+        }
+        Ok((plain, refs))
+    }
+
+    /// A value as text; `None` for null.
+    async fn text(&self, ctx: &Ctx, what: &str, v: &plan::Value) -> R<Option<String>> {
+        Ok(match v {
+            plan::Value::Null => None,
+            plan::Value::Str(s) => Some(s.clone()),
+            plan::Value::Dynamic(d) => match self.evaluate(ctx, what, d).await? {
+                Value::Null => None,
+                v => Some(v.display()),
+            },
+            other => Some(other.display()),
+        })
+    }
+
+    /// A command or its arguments: a list's items, or a string's words.
+    async fn words(&self, ctx: &Ctx, what: &str, v: &plan::Value) -> R<Vec<String>> {
+        match v {
+            plan::Value::Null => Ok(Vec::new()),
+            plan::Value::Str(s) => Ok(s.split_whitespace().map(str::to_string).collect()),
+            plan::Value::List(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in items {
+                    out.extend(self.text(ctx, what, i).await?);
+                }
+                Ok(out)
+            }
+            plan::Value::Dynamic(d) => Ok(match self.evaluate(ctx, what, d).await? {
+                Value::Null => Vec::new(),
+                Value::List(items) => lock(&items).iter().map(Value::display).collect(),
+                v => v
+                    .display()
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
+            }),
+            other => Ok(vec![other.display()]),
+        }
+    }
+
+    async fn evaluate(&self, ctx: &Ctx, what: &str, d: &plan::DynamicValue) -> R<Value> {
+        let Some(e) = &d.expr else {
+            return Err(fail(format!(
+                "the pod's `{what}` ({}) can only be given by a Kubernetes cluster",
+                d.dynamic
+            )));
+        };
+        self.eval(ctx, e).await
+    }
+}
+
+/// The plan's text for a value only a cluster knows: `secret NAME/KEY` or `from valueFrom`.
+fn cluster_ref(text: &str) -> be::EnvRef {
+    match text
+        .strip_prefix("secret ")
+        .and_then(|s| s.split_once('/'))
+    {
+        Some((name, key)) => be::EnvRef::Secret {
+            name: name.to_string(),
+            key: key.to_string(),
+        },
+        None => be::EnvRef::Other(text.to_string()),
+    }
+}
