@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::owner::Scope;
 use crate::{
-    Backend, BackendError, Command, ContainerSpec, Execution, ExecutionHandle, ExitStatus,
-    Metric, MetricKind, Output, Pod, PodPhase, PodSpec, ProvisionRequest, StepRunner,
+    Backend, BackendError, Command, ContainerSpec, Execution, ExecutionHandle, ExitStatus, Metric,
+    MetricKind, Output, Pod, PodPhase, PodSpec, ProvisionRequest, StepRunner,
 };
 
 /// One thing the fake was asked to do.

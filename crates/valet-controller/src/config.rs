@@ -259,7 +259,13 @@ impl Config {
         };
         let backend = match &raw.backend {
             None => BackendSettings::default(),
-            Some(b) => backend_settings(&b.value).map_err(|e| at(&b.referenced, e))?,
+            Some(b) => backend_settings(&b.value).map_err(|e| {
+                // Point at the offending key when serde names one, not at the section.
+                match unknown_field(&e).and_then(|k| key_line(text, b.referenced.line(), k)) {
+                    Some((line, column)) => invalid(line, column, e),
+                    None => at(&b.referenced, e),
+                }
+            })?,
         };
         let data_dir = raw
             .data_dir
@@ -402,6 +408,31 @@ fn backend_settings(section: &serde_json::Value) -> Result<BackendSettings, Stri
         config,
         kill_grace_seconds,
     })
+}
+
+/// The field an "unknown field `x`, expected …" message names.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = &message[message.find("unknown field `")? + "unknown field `".len()..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// Where `key:` is written in the indented section that starts at line `from` (1-based).
+fn key_line(text: &str, from: u64, key: &str) -> Option<(u64, u64)> {
+    let start = usize::try_from(from).ok()?.checked_sub(1)?;
+    for (i, line) in text.lines().enumerate().skip(start) {
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        if i > start && indent == 0 && !body.is_empty() && !body.starts_with('#') {
+            return None;
+        }
+        if body
+            .strip_prefix(key)
+            .is_some_and(|r| r.trim_start().starts_with(':'))
+        {
+            return Some((i as u64 + 1, indent as u64 + 1));
+        }
+    }
+    None
 }
 
 fn error_message(e: &serde_saphyr::Error) -> String {

@@ -384,7 +384,10 @@ fn run_options(c: &Controller, repo: &Repo, b: &BuildRow, co: &Checkout, dir: &P
 
 /// The backend `kind`, built the first time a build needs it (and then shared, so its
 /// pools and connections serve every build).
-pub(crate) async fn backend_for(c: &Controller, kind: &str) -> Result<Arc<dyn Backend>, BackendError> {
+pub(crate) async fn backend_for(
+    c: &Controller,
+    kind: &str,
+) -> Result<Arc<dyn Backend>, BackendError> {
     let mut backends = c.inner.backends.lock().await;
     if let Some(b) = backends.get(kind) {
         return Ok(b.clone());
@@ -695,6 +698,9 @@ pub(crate) struct Sink {
     spans: HashMap<String, tracing::Span>,
     /// Output is written to the log a whole line at a time.
     lines: valet_runtime::Lines,
+    /// A job's pod is queued before it has an id: its `queued` phase is recorded with the
+    /// pod's next phase, under the pod's id.
+    queued: HashMap<String, Record>,
 }
 
 impl Sink {
@@ -711,6 +717,7 @@ impl Sink {
             failed_writes: 0,
             spans: HashMap::new(),
             lines: valet_runtime::Lines::default(),
+            queued: HashMap::new(),
         }
     }
 
@@ -1008,9 +1015,44 @@ impl Sink {
                 phase,
                 at_ms,
                 took_ms,
-                ..
+                detail,
             } => {
                 tracing::debug!(job = %job, pod = %pod, phase = phase.as_str(), at_ms, took_ms, "pod phase");
+                let rec = Record::PodPhase {
+                    pod: pod.clone(),
+                    job: job.clone(),
+                    backend: backend.clone(),
+                    phase: phase.as_str().into(),
+                    at_ms: *at_ms as i64,
+                    took_ms: *took_ms as i64,
+                    detail: detail.clone(),
+                    recorded_ms: now,
+                };
+                if pod.is_empty() {
+                    self.queued.insert(job.clone(), rec);
+                } else {
+                    if let Some(Record::PodPhase {
+                        phase,
+                        at_ms,
+                        took_ms,
+                        detail,
+                        recorded_ms,
+                        ..
+                    }) = self.queued.remove(job)
+                    {
+                        self.record(Record::PodPhase {
+                            pod: pod.clone(),
+                            job: job.clone(),
+                            backend: backend.clone(),
+                            phase,
+                            at_ms,
+                            took_ms,
+                            detail,
+                            recorded_ms,
+                        });
+                    }
+                    self.record(rec);
+                }
                 if *phase != valet_backend::PodPhase::Queued {
                     self.controller.inner.metrics.pod_phase(
                         backend,

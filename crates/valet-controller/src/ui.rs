@@ -479,6 +479,7 @@ fn render_build(d: &BuildDetail, log: &str, next_event: usize) -> String {
         "<p id=\"no-stages\" class=\"empty\"{}>No stages yet.</p></section>",
         if g.stages.is_empty() { "" } else { " hidden" }
     );
+    render_pods(&mut m, &d.pods);
     let _ = write!(
         m,
         "<section><h2>Log <a class=\"raw\" href=\"/api/builds/{}/log\">raw</a></h2><pre id=\"log\" class=\"log\">{}</pre></section></main>",
@@ -488,9 +489,102 @@ fn render_build(d: &BuildDetail, log: &str, next_event: usize) -> String {
     m
 }
 
+/// The phases of a pod's start, in order, as the table's columns.
+const PHASES: [(&str, &str); 5] = [
+    ("placed", "Placed"),
+    ("created", "Created"),
+    ("started", "Started"),
+    ("agent_connected", "Agent connected"),
+    ("first_step_byte", "First step byte"),
+];
+
+/// Pods down, phases across: how long each phase of each pod's start took (since the
+/// previous phase), so a slow pod is explained on the page.
+fn render_pods(m: &mut String, pods: &[valet_store::PodRow]) {
+    if pods.is_empty() {
+        return;
+    }
+    m.push_str(
+        "<section><h2>Pods</h2><table id=\"pods\" class=\"pods\"><thead><tr><th>Pod</th><th>Job</th><th>Backend</th>",
+    );
+    for (_, title) in PHASES {
+        let _ = write!(m, "<th>{title}</th>");
+    }
+    m.push_str("<th>Ready after</th></tr></thead><tbody>");
+    for p in pods {
+        let _ = write!(
+            m,
+            "<tr data-pod=\"{pod}\"><td><code>{pod}</code></td><td>{job}</td><td>{backend}</td>",
+            pod = esc(&p.pod),
+            job = esc(&p.job),
+            backend = esc(&p.backend),
+        );
+        for (phase, _) in PHASES {
+            match p.phases.iter().find(|f| f.phase == phase) {
+                Some(f) => {
+                    let _ = write!(
+                        m,
+                        "<td data-phase=\"{phase}\" title=\"{detail}\">{took}</td>",
+                        detail = esc(f.detail.as_deref().unwrap_or("")),
+                        took = duration(f.took_ms),
+                    );
+                }
+                None => m.push_str("<td class=\"none\"></td>"),
+            }
+        }
+        let ready = p
+            .phases
+            .iter()
+            .find(|f| f.phase == "agent_connected")
+            .map(|f| duration(f.at_ms))
+            .unwrap_or_default();
+        let _ = write!(m, "<td data-phase=\"ready\">{ready}</td></tr>");
+    }
+    m.push_str("</tbody></table></section>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_show_each_phase_and_escape_what_they_are_told() {
+        let phase = |phase: &str, at_ms, took_ms| valet_store::PodPhaseRow {
+            phase: phase.into(),
+            at_ms,
+            took_ms,
+            detail: Some("<pulled>".into()),
+        };
+        let pods = vec![valet_store::PodRow {
+            pod: "valet-1-<x>".into(),
+            job: "job-1".into(),
+            backend: "docker".into(),
+            phases: vec![
+                phase("queued", 0, 0),
+                phase("placed", 3, 3),
+                phase("created", 1_203, 1_200),
+                phase("agent_connected", 1_500, 297),
+            ],
+        }];
+        let mut m = String::new();
+        render_pods(&mut m, &pods);
+        assert!(m.contains("valet-1-&lt;x&gt;"), "{m}");
+        assert!(!m.contains("<pulled>"), "{m}");
+        assert!(
+            m.contains("data-phase=\"created\" title=\"&lt;pulled&gt;\">"),
+            "{m}"
+        );
+        assert!(m.contains(&duration(1_200)), "{m}");
+        // Not reached: an empty cell, not a zero.
+        assert!(m.contains("<td class=\"none\"></td>"), "{m}");
+        assert!(
+            m.contains(&format!("data-phase=\"ready\">{}<", duration(1_500))),
+            "{m}"
+        );
+        let mut none = String::new();
+        render_pods(&mut none, &[]);
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn escapes_markup_and_quotes() {

@@ -33,6 +33,24 @@ pub struct JobGraph {
     pub notes: Vec<Note>,
 }
 
+impl JobGraph {
+    /// The job whose pod the `node` call, declarative `pipeline` or `stage` at `at` allocates:
+    /// the runtime interprets the AST and looks its jobs up here.
+    pub fn job_at(&self, at: Span) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.anchor.start == at.start)
+    }
+
+    /// The job of a declarative `pipeline`'s own agent: anchored at `at`, or the top-level job
+    /// (no enclosing stage) whose anchor encloses it.
+    pub fn pipeline_job(&self, at: Span) -> Option<&Job> {
+        self.job_at(at).or_else(|| {
+            self.jobs.iter().find(|j| {
+                j.path.is_empty() && j.anchor.start <= at.start && at.start < j.anchor.end
+            })
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Form {

@@ -475,11 +475,7 @@ impl<'a> Interp<'a> {
             let mut pod_started = None;
             let mut actx = sctx.clone();
             if let Some(label) = agent {
-                let job = self
-                    .graph
-                    .jobs
-                    .iter()
-                    .find(|j| j.anchor.start == d.span.start);
+                let job = self.graph.job_at(d.span);
                 match self.provision(&sctx, job, label).await {
                     Ok((c, t)) => {
                         actx = c;
@@ -761,7 +757,7 @@ impl<'a> Interp<'a> {
                 let mut actx = cctx.clone();
                 let mut pod_started = None;
                 if let Some(label) = agent_ref.clone() {
-                    let job = it.graph.jobs.iter().find(|j| j.anchor.start == span.start);
+                    let job = it.graph.job_at(span);
                     let (c, t) = it.provision(&cctx, job, label).await?;
                     actx = c;
                     pod_started = Some(t);
@@ -846,10 +842,7 @@ pub(crate) async fn pipeline(it: &Interp<'_>, ctx: &Ctx, body: &ast::Closure, sp
     let mut actx = ctx.clone();
     let mut pod_started = None;
     if let Some(label) = agent {
-        let job = it.graph.jobs.iter().find(|j| {
-            j.anchor.start == span.start
-                || (j.anchor.start <= span.start && span.start < j.anchor.end && j.path.is_empty())
-        });
+        let job = it.graph.pipeline_job(span);
         let (c, t) = it.provision(ctx, job, label).await?;
         actx = c;
         pod_started = Some(t);

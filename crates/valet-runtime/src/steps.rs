@@ -11,9 +11,9 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use indexmap::IndexMap;
 use valet_backend::{BackendError, Command, Execution, ExitStatus, Output, StepRunner};
+use valet_backend::{PodEvent, PodEvents, PodPhase, ProvisionRequest};
 use valet_dsl::Span;
 use valet_plan::model::{ContainerSpec, Job, PodSpec};
-use valet_backend::{PodEvent, PodEvents, PodPhase, ProvisionRequest};
 
 use crate::event::{BuildResult, Event, NoticeLevel, Stream};
 use crate::interp::{Args, BoxFuture, Ctx, Flow, Interp, PodCtx, R, abort, err, fail};
@@ -532,11 +532,7 @@ impl<'a> Interp<'a> {
                     .get("label", 0)
                     .filter(|v| !matches!(v, Value::Null))
                     .map(Value::display);
-                let job = self
-                    .graph
-                    .jobs
-                    .iter()
-                    .find(|j| j.anchor.start == span.start);
+                let job = self.graph.job_at(span);
                 let (inner, started) = self.provision(ctx, job, label).await?;
                 let r = self.run_body(&inner, &args.body()).await;
                 self.release(&inner, started, &r).await;

@@ -170,6 +170,28 @@ pub struct StepRow {
     pub log_truncated: bool,
 }
 
+/// One pod of a build and how long each phase of its start took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodRow {
+    pub pod: String,
+    pub job: String,
+    pub backend: String,
+    /// In the order they were reached.
+    pub phases: Vec<PodPhaseRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodPhaseRow {
+    /// `queued`, `placed`, `created`, `started`, `agent_connected`, `first_step_byte`.
+    pub phase: String,
+    /// Since the pod was asked for.
+    pub at_ms: i64,
+    /// Since the previous phase.
+    pub took_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// A build with everything recorded about it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BuildDetail {
@@ -178,6 +200,7 @@ pub struct BuildDetail {
     pub jobs: Vec<JobRow>,
     pub stages: Vec<StageRow>,
     pub steps: Vec<StepRow>,
+    pub pods: Vec<PodRow>,
 }
 
 /// The store: a database file and the log files beside it.
@@ -543,11 +566,13 @@ impl Store {
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
+            let pods = pod_rows(c, id)?;
             Ok(Some(BuildDetail {
                 build,
                 jobs,
                 stages,
                 steps,
+                pods,
             }))
         })
     }
@@ -636,6 +661,22 @@ impl Store {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, 0)",
                     )?
                     .execute(params![id, step_id, step, summary, job, branch, stage, container, started_ms])?;
+                }
+                Record::PodPhase {
+                    pod,
+                    job,
+                    backend,
+                    phase,
+                    at_ms,
+                    took_ms,
+                    detail,
+                    recorded_ms,
+                } => {
+                    c.prepare_cached(
+                        "INSERT OR REPLACE INTO pod_phases (build_id, pod, job, backend, phase, at_ms, took_ms, detail, recorded_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![id, pod, job, backend, phase, at_ms, took_ms, detail, recorded_ms])?;
                 }
                 Record::StepFinished {
                     step_id,
@@ -737,6 +778,53 @@ pub enum Record {
         log_bytes: i64,
         log_truncated: bool,
     },
+    /// A pod reached a phase of its start (`queued` … `first_step_byte`).
+    PodPhase {
+        pod: String,
+        job: String,
+        backend: String,
+        phase: String,
+        at_ms: i64,
+        took_ms: i64,
+        detail: Option<String>,
+        /// When the controller recorded it (orders the pods of a build).
+        recorded_ms: i64,
+    },
+}
+
+/// The pods of build `id` with their phases, pods in the order they were asked for.
+fn pod_rows(c: &Connection, id: BuildId) -> rusqlite::Result<Vec<PodRow>> {
+    let mut st = c.prepare_cached(
+        "SELECT pod, job, backend, phase, at_ms, took_ms, detail
+         FROM pod_phases WHERE build_id = ?1 ORDER BY recorded_ms, at_ms",
+    )?;
+    let mut pods: Vec<PodRow> = Vec::new();
+    let rows = st.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            PodPhaseRow {
+                phase: r.get(3)?,
+                at_ms: r.get(4)?,
+                took_ms: r.get(5)?,
+                detail: r.get(6)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (pod, job, backend, phase) = row?;
+        match pods.iter_mut().find(|p| p.pod == pod) {
+            Some(p) => p.phases.push(phase),
+            None => pods.push(PodRow {
+                pod,
+                job,
+                backend,
+                phases: vec![phase],
+            }),
+        }
+    }
+    Ok(pods)
 }
 
 fn configure(c: &Connection) -> Result<(), rusqlite::Error> {

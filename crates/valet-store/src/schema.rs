@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "CREATE TABLE repos (
         name TEXT PRIMARY KEY,
@@ -83,6 +83,19 @@ const MIGRATIONS: &[&str] = &[
         log_bytes INTEGER NOT NULL DEFAULT 0,
         log_truncated INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (build_id, step_id)
+     ) WITHOUT ROWID;",
+    // 2: how long each pod took in each phase of its start.
+    "CREATE TABLE pod_phases (
+        build_id INTEGER NOT NULL REFERENCES builds(id),
+        pod TEXT NOT NULL,
+        job TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        phase TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        took_ms INTEGER NOT NULL,
+        detail TEXT,
+        recorded_ms INTEGER NOT NULL,
+        PRIMARY KEY (build_id, pod, phase)
      ) WITHOUT ROWID;",
 ];
 

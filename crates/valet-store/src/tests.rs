@@ -187,3 +187,72 @@ fn the_controllers_lines_are_kept_past_the_builds_own_cap() {
     assert!(all.ends_with("Finished: SUCCESS\n"), "{all}");
     assert!(!all.contains("EXTRA"), "{all}");
 }
+
+#[test]
+fn pod_phases_are_kept_per_pod_in_order_and_a_version_1_database_gains_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database as the first schema left it: migration 2 adds the pod phases.
+    {
+        let mut c = rusqlite::Connection::open(dir.path().join("valet.db")).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.commit().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    s.sync_repos(&[("app".into(), "file:///srv/app".into())])
+        .unwrap();
+    let b = s.create_build(&build(None)).unwrap();
+    let phase = |pod: &str, phase: &str, at_ms: i64, took_ms: i64| Record::PodPhase {
+        pod: pod.into(),
+        job: format!("job-{pod}"),
+        backend: "docker".into(),
+        phase: phase.into(),
+        at_ms,
+        took_ms,
+        detail: (phase == "placed").then(|| "warm pod".to_string()),
+        recorded_ms: 1_000 + at_ms,
+    };
+    for r in [
+        phase("a", "queued", 100, 0),
+        phase("b", "queued", 101, 0),
+        phase("a", "placed", 102, 2),
+        phase("a", "started", 150, 48),
+        phase("b", "placed", 400, 299),
+    ] {
+        s.record(b.id, &r).unwrap();
+    }
+    let d = s.build_detail(b.id).unwrap().unwrap();
+    let shown: Vec<(String, Vec<(String, i64)>)> = d
+        .pods
+        .iter()
+        .map(|p| {
+            (
+                p.pod.clone(),
+                p.phases
+                    .iter()
+                    .map(|f| (f.phase.clone(), f.took_ms))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (
+                "a".into(),
+                vec![
+                    ("queued".into(), 0),
+                    ("placed".into(), 2),
+                    ("started".into(), 48)
+                ]
+            ),
+            (
+                "b".into(),
+                vec![("queued".into(), 0), ("placed".into(), 299)]
+            ),
+        ]
+    );
+    assert_eq!(d.pods[0].job, "job-a");
+    assert_eq!(d.pods[0].phases[1].detail.as_deref(), Some("warm pod"));
+}
