@@ -324,6 +324,131 @@ pub async fn teardown_removes_the_workspace(backend: &dyn Backend) {
     pod.teardown().await.expect("teardown");
 }
 
+// ── Tiers beyond running commands: each backend runs the ones it supports. ──────────────
+
+async fn provision_this(backend: &dyn Backend, s: PodSpec) -> Box<dyn Pod> {
+    backend
+        .provision(&ProvisionRequest::new(s, "conformance"))
+        .await
+        .unwrap_or_else(|e| panic!("{}: provision failed: {e}", backend.name()))
+}
+
+/// Limits: a step that asks more memory than its container's limit is killed, and the
+/// backend says why in words, naming the container and the limit.
+pub async fn memory_limit_is_enforced_and_explained(backend: &dyn Backend) {
+    let mut s = spec("limits", &["main"]);
+    s.containers[0].resources.limit_memory_bytes = Some(32 * 1024 * 1024);
+    let pod = provision_this(backend, s).await;
+    let runner = pod.runner("main").expect("runner");
+    // A 64 MiB buffer in a 32 MiB container.
+    let mut exec = runner
+        .start(Command::shell(
+            "dd if=/dev/zero of=/dev/null bs=64M count=1",
+        ))
+        .await
+        .expect("start");
+    while exec.output.recv().await.is_some() {}
+    let status = exec.handle.wait().await.expect("wait");
+    let reason = exec.handle.explain().await;
+    pod.teardown().await.expect("teardown");
+    assert_eq!(status, ExitStatus::Signal(9), "{}", backend.name());
+    let reason = reason.unwrap_or_else(|| panic!("{}: no explanation", backend.name()));
+    assert!(
+        reason.contains("out of memory") && reason.contains("main") && reason.contains("32 MiB"),
+        "{}: {reason}",
+        backend.name()
+    );
+}
+
+/// `runAsUser` / `runAsGroup`: the container's steps run as that user and group.
+pub async fn runs_as_the_containers_user(backend: &dyn Backend) {
+    let mut s = spec("user", &["main", "other"]);
+    s.containers[0].run_as_user = Some(4321);
+    s.containers[0].run_as_group = Some(4322);
+    let pod = provision_this(backend, s).await;
+    let as_user = run(&*pod, "main", Command::shell("id -u; id -g")).await;
+    let as_default = run(&*pod, "other", Command::shell("id -u")).await;
+    pod.teardown().await.expect("teardown");
+    assert_eq!(
+        as_user.stdout,
+        "4321\n4322\n",
+        "{}: {as_user:?}",
+        backend.name()
+    );
+    assert_ne!(as_default.stdout, "4321\n", "only the container that asked");
+}
+
+/// A provision that fails says why, and leaves nothing behind for the orphan collector.
+pub async fn a_failed_provision_says_why_and_leaves_nothing(
+    backend: &dyn Backend,
+    failing: PodSpec,
+) {
+    let name = failing.name.clone();
+    match backend
+        .provision(&ProvisionRequest::new(failing, "conformance"))
+        .await
+    {
+        Ok(pod) => {
+            pod.teardown().await.ok();
+            panic!("{}: provisioning {name} succeeded", backend.name());
+        }
+        Err(e) => assert!(
+            e.to_string().len() > 10,
+            "{}: no reason: {e}",
+            backend.name()
+        ),
+    }
+    let left = backend
+        .collect_orphans(&crate::owner::Scope::Owner(
+            crate::owner::current_owner().to_string(),
+        ))
+        .await
+        .expect("collect orphans");
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "{}: left behind",
+        backend.name()
+    );
+}
+
+/// Orphan collection: the pods of a live owner are not touched by `Scope::Orphans`; those of
+/// an owner being cleaned up (`Scope::Owner`) are removed, and a teardown afterwards is
+/// harmless. Needs a process per test (cargo-nextest): the owner is this process.
+pub async fn collects_the_orphans_of_its_owner(backend: &dyn Backend) {
+    use crate::owner::{Scope, current_owner};
+    let pod = provision(backend, &["main"]).await;
+    let removed = backend
+        .collect_orphans(&Scope::Orphans)
+        .await
+        .expect("collect orphans");
+    assert!(
+        removed.iter().all(|r| !r.contains(pod.id())),
+        "{}: a live owner's pod was collected: {removed:?}",
+        backend.name()
+    );
+    let alive = run(&*pod, "main", Command::shell("echo alive")).await;
+    assert_eq!(alive.stdout, "alive\n");
+    let removed = backend
+        .collect_orphans(&Scope::Owner(current_owner().to_string()))
+        .await
+        .expect("collect orphans");
+    assert!(!removed.is_empty(), "{}: nothing collected", backend.name());
+    let after = match pod.runner("main") {
+        Err(_) => None,
+        Ok(r) => match r.start(Command::shell("echo alive")).await {
+            Err(_) => None,
+            Ok(exec) => collect(exec).await.ok(),
+        },
+    };
+    assert!(
+        after.is_none_or(|c| c.stdout != "alive\n" || !c.status.success()),
+        "{}: the pod still runs steps after its owner's clean-up",
+        backend.name()
+    );
+    pod.teardown().await.expect("teardown after collection");
+}
+
 /// Generates one `#[tokio::test]` per conformance function, each with a fresh backend made
 /// by `$make` (an expression).
 #[macro_export]
@@ -342,5 +467,29 @@ macro_rules! conformance_tests {
                 $crate::conformance::$name(&backend).await;
             }
         )*
+    };
+}
+
+/// The limits tier: memory limits enforced and explained, `runAsUser`/`runAsGroup`.
+#[macro_export]
+macro_rules! conformance_limit_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            memory_limit_is_enforced_and_explained, runs_as_the_containers_user);
+    };
+}
+
+/// The lifecycle tier: a failed provision (of `$failing`, a spec this backend must refuse)
+/// and orphan collection. Teardown twice is in the base suite.
+#[macro_export]
+macro_rules! conformance_lifecycle_tests {
+    ($make:expr, $failing:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_failed_provision_says_why_and_leaves_nothing() {
+            let backend = $make;
+            $crate::conformance::a_failed_provision_says_why_and_leaves_nothing(&backend, $failing)
+                .await;
+        }
+        $crate::conformance_tests!(@each $make; collects_the_orphans_of_its_owner);
     };
 }
