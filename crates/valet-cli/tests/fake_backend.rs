@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{git, http, serve};
+use common::{git, http, http_text, serve};
 
 /// A pod whose container's environment, and whose `node` label, are only known when the
 /// build runs: they come from a parameter.
@@ -208,9 +208,17 @@ fn valet_serve_with_the_fake_backend_records_the_pod_phases_of_a_build() {
         assert!(Instant::now() < deadline, "the build did not end: {b:#}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    let (_, metrics) = http_text(addr, "GET", "/metrics", "");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(build["result"], "SUCCESS", "{build:#}");
+    // Each phase as a histogram per backend.
+    assert!(
+        metrics.contains(
+            "valet_pod_phase_seconds_count{backend=\"fake\",phase=\"agent_connected\"} 1"
+        ),
+        "{metrics}"
+    );
     let calls = calls(&record);
     let p = provisions(&calls);
     assert_eq!(p.len(), 1, "{calls:#?}");

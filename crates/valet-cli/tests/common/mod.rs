@@ -86,7 +86,14 @@ pub fn serve_with(config: &Path, env: &[(&str, &str)]) -> (Child, SocketAddr) {
     (child, addr)
 }
 
+/// A JSON request; the answer's status and its body as JSON (`null` when it is not).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, body) = http_text(addr, method, path, body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A request; the answer's status and its body as text (unchunked: `Connection: close`).
+pub fn http_text(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
@@ -99,7 +106,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Val
     s.read_to_string(&mut raw).expect("an answer");
     let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, body.to_string())
 }
 
 pub fn builds(addr: SocketAddr) -> Vec<Value> {
