@@ -26,7 +26,7 @@ pub enum Call {
         label: Option<String>,
         build: String,
         repository: Option<String>,
-        spec: PodSpec,
+        spec: Box<PodSpec>,
     },
     Start {
         pod: String,
@@ -109,7 +109,7 @@ impl FakeBackend {
         self.calls()
             .into_iter()
             .filter_map(|c| match c {
-                Call::Provision { spec, .. } => Some(spec),
+                Call::Provision { spec, .. } => Some(*spec),
                 _ => None,
             })
             .collect()
@@ -154,7 +154,7 @@ impl Backend for FakeBackend {
             label: req.label.clone(),
             build: req.build.id.clone(),
             repository: req.build.repository.clone(),
-            spec: req.spec.clone(),
+            spec: Box::new(req.spec.clone()),
         });
         {
             let mut failing = lock(&self.state.failing);

@@ -569,11 +569,14 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
     }
 }
 
+/// A phase a pod reached, the milliseconds since the phase before, and the backend's detail.
+type PhaseTime = (PodPhase, u64, Option<String>);
+
 /// Each job's pod start, phase by phase, for the closing summary.
 #[derive(Default)]
 struct PodTimes {
-    /// Job → pod, and (phase, time since the previous phase, detail) in order.
-    jobs: IndexMap<String, (String, Vec<(PodPhase, u64, Option<String>)>)>,
+    /// Job → pod, and its phases in order.
+    jobs: IndexMap<String, (String, Vec<PhaseTime>)>,
 }
 
 impl PodTimes {
