@@ -203,6 +203,31 @@ pub(crate) struct Interp<'a> {
 
 const MAX_DEPTH: u32 = 400;
 
+/// Below this much stack left on the thread, the interpreter refuses to go deeper: a
+/// pipeline's recursion or nesting ends its build with an error naming the line (as Jenkins'
+/// StackOverflowError does) instead of overflowing the stack of the process, which would
+/// take every other build with it. Polls between two checks use far less than this, in
+/// debug builds too.
+const STACK_RED_ZONE: usize = 256 * 1024;
+
+impl Interp<'_> {
+    /// An error when the thread's stack is nearly used up; `at` is where the interpreter is.
+    fn stack_guard(&self, at: Span) -> R<()> {
+        match stacker::remaining_stack() {
+            Some(left) if left < STACK_RED_ZONE => {
+                let line = self.source.line_col(at.start as usize).line;
+                Err(err(
+                    "java.lang.StackOverflowError",
+                    format!(
+                        "the pipeline nests too deeply (recursion or nested calls) at line {line}"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Evaluated arguments of a call.
 pub(crate) struct Args {
     pub(crate) pos: Vec<Value>,
@@ -453,6 +478,7 @@ impl<'a> Interp<'a> {
 
     pub(crate) fn exec_stmt<'s>(&'s self, ctx: &'s Ctx, stmt: &'s Stmt) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
+            self.stack_guard(stmt.span)?;
             if ctx.cancel.is_cancelled() {
                 return Err(abort("the build was interrupted"));
             }
@@ -810,6 +836,7 @@ impl<'a> Interp<'a> {
 
     pub(crate) fn eval<'s>(&'s self, ctx: &'s Ctx, e: &'s Expr) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
+            self.stack_guard(e.span)?;
             Ok(match &e.kind {
                 ExprKind::Null => Value::Null,
                 ExprKind::Bool { value } => Value::Bool(*value),

@@ -33,6 +33,12 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use tokio::sync::mpsc;
+
+/// The stack a thread that runs builds should have: the interpreter recurses once per
+/// nesting level of the pipeline (calls, closures, expressions) and refuses to go deeper
+/// when a thread's stack is nearly used up, so a bigger stack lets deeper pipelines run.
+/// Only the pages touched are used.
+pub const THREAD_STACK_SIZE: usize = 64 * 1024 * 1024;
 pub use tokio_util::sync::CancellationToken;
 use valet_backend::Backend;
 use valet_dsl::SourceFile;

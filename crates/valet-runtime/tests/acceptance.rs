@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use valet_runtime::{BuildResult, Event, RunOptions, Secrets, Stream};
+use valet_runtime::{BuildResult, CancellationToken, Event, RunOptions, Secrets, Stream};
 
 /// A number no other process has in its command line.
 fn marker() -> String {
@@ -415,4 +415,50 @@ async fn cancelling_the_build_aborts_it() {
         valet_runtime::run(&script, &source, &plan.graph, &backend, &opts, tx, cancel).await;
     assert_eq!(outcome.result, BuildResult::Aborted);
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// Whatever a pipeline nests, the interpreter stops short of the thread's stack: on a
+/// thread with a small stack, 40 nested calls each evaluating an expression nested 200 deep
+/// end the build with Jenkins' StackOverflowError and the line, and the process lives on.
+#[test]
+fn nesting_deeper_than_the_stack_allows_ends_the_build_not_the_process() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../pipelines/hostile/deep-expressions.groovy"
+    ))
+    .expect("the hostile example");
+    let script = valet_dsl::parse(&text).script.expect("it parses");
+    let source = valet_dsl::SourceFile::new("deep-expressions.groovy", &text);
+    let plan = valet_plan::plan(&script, &source);
+    let outcome = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn_scoped(s, || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let backend = valet_backend::fake::FakeBackend::new();
+                let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+                rt.spawn(async move { while rx.recv().await.is_some() {} });
+                rt.block_on(valet_runtime::run(
+                    &script,
+                    &source,
+                    &plan.graph,
+                    &backend,
+                    &RunOptions::default(),
+                    tx,
+                    CancellationToken::new(),
+                ))
+            })
+            .expect("a thread")
+            .join()
+            .expect("the build's thread did not panic")
+    });
+    assert_eq!(outcome.result, BuildResult::Failure);
+    let error = outcome.error.unwrap_or_default();
+    assert!(
+        error.contains("StackOverflowError") && error.contains("at line 3"),
+        "{error}"
+    );
 }

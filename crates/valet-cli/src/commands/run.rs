@@ -226,6 +226,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     }));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_stack_size(valet_runtime::THREAD_STACK_SIZE)
         .enable_all()
         .build()?;
     let config = match backend_config(&args) {
@@ -244,7 +245,20 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     };
     let format = args.output;
     let keep = args.keep;
-    let outcome = rt.block_on(async {
+    // The build is driven from a thread with the interpreter's stack (the main thread's is
+    // smaller), as are the runtime's workers.
+    let drive = |f| {
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("valet-build".into())
+                .stack_size(valet_runtime::THREAD_STACK_SIZE)
+                .spawn_scoped(s, || rt.block_on(f))
+                .expect("a thread for the build")
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    };
+    let outcome = drive(async {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let cancel = valet_runtime::CancellationToken::new();
         let c = cancel.clone();

@@ -44,6 +44,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(valet_runtime::THREAD_STACK_SIZE)
         .enable_all()
         .build()?;
     rt.block_on(async {
