@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -53,6 +53,24 @@ pub fn router(c: Controller) -> Router {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A path's parameters, refused as JSON (`400 {"error": …}`) like every other API error,
+/// not as axum's plain text.
+struct ApiPath<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(e) => Err(error(StatusCode::BAD_REQUEST, e.body_text())),
+        }
+    }
 }
 
 fn ignored(c: &Controller, reason: impl Into<String>) -> Response {
@@ -359,7 +377,7 @@ async fn list_builds(State(c): State<Controller>, Query(q): Query<ListQuery>) ->
 }
 
 /// `GET /api/builds/{id}`.
-async fn get_build(State(c): State<Controller>, Path(id): Path<BuildId>) -> Response {
+async fn get_build(State(c): State<Controller>, ApiPath(id): ApiPath<BuildId>) -> Response {
     let store = c.inner.store.clone();
     match blocking(move || store.build_detail(id)).await {
         Ok(Some(d)) => axum::Json(d).into_response(),
@@ -380,7 +398,7 @@ fn text(body: String) -> Response {
 }
 
 /// `GET /api/builds/{id}/log`.
-async fn build_log(State(c): State<Controller>, Path(id): Path<BuildId>) -> Response {
+async fn build_log(State(c): State<Controller>, ApiPath(id): ApiPath<BuildId>) -> Response {
     let store = c.inner.store.clone();
     match blocking(move || {
         Ok::<_, valet_store::StoreError>((store.get_build(id)?, store.read_log(id)?))
@@ -394,14 +412,26 @@ async fn build_log(State(c): State<Controller>, Path(id): Path<BuildId>) -> Resp
 }
 
 /// `GET /api/builds/{id}/steps/{step}/log`.
-async fn step_log(State(c): State<Controller>, Path((id, step)): Path<(BuildId, i64)>) -> Response {
+async fn step_log(
+    State(c): State<Controller>,
+    ApiPath((id, step)): ApiPath<(BuildId, i64)>,
+) -> Response {
     let store = c.inner.store.clone();
     match blocking(move || {
-        Ok::<_, valet_store::StoreError>((store.get_build(id)?, store.read_step_log(id, step)?))
+        let build = store.get_build(id)?;
+        let step = match build {
+            Some(_) if store.has_step(id, step)? => Some(store.read_step_log(id, step)?),
+            _ => None,
+        };
+        Ok::<_, valet_store::StoreError>((build, step))
     })
     .await
     {
-        Ok((Some(_), log)) => text(log),
+        Ok((Some(_), Some(log))) => text(log),
+        Ok((Some(_), None)) => error(
+            StatusCode::NOT_FOUND,
+            format!("build {id} has no step {step}"),
+        ),
         Ok((None, _)) => error(StatusCode::NOT_FOUND, format!("no build {id}")),
         Err(e) => internal(e),
     }
@@ -409,10 +439,14 @@ async fn step_log(State(c): State<Controller>, Path((id, step)): Path<(BuildId, 
 
 /// `GET /api/builds/{id}/events`: server-sent events. Each message's data is one event as
 /// JSON and its id the event's index; `Last-Event-ID` resumes after that index.
-async fn events(State(c): State<Controller>, Path(id): Path<BuildId>, h: HeaderMap) -> Response {
+async fn events(
+    State(c): State<Controller>,
+    ApiPath(id): ApiPath<BuildId>,
+    h: HeaderMap,
+) -> Response {
     let from = header_str(&h, "last-event-id")
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .map_or(0, |i| i + 1);
+        .map_or(0, |i| i.saturating_add(1));
     // Live first: a build that finishes meanwhile still delivers everything through it.
     let live = match c.live(id) {
         Some(l) => Some(l),
@@ -503,7 +537,7 @@ fn live_stream(
 }
 
 /// `POST /api/builds/{id}/cancel`.
-async fn cancel(State(c): State<Controller>, Path(id): Path<BuildId>) -> Response {
+async fn cancel(State(c): State<Controller>, ApiPath(id): ApiPath<BuildId>) -> Response {
     match c.cancel(id, "cancelled through the API").await {
         Ok(CancelOutcome::Cancelled) => (
             StatusCode::OK,

@@ -720,3 +720,46 @@ async fn a_full_queue_refuses_triggers_and_stores_nothing() {
     assert_eq!(s.builds().await.len(), 2);
     s.stop().await;
 }
+
+/// The read API answers every malformed or out-of-range request in JSON with the right
+/// status: a build id that is not a number, a step the build does not have, a resume point
+/// past every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_api_requests_get_json_errors_and_resume_points_do_not_wrap() {
+    let repo = Repo::new("node {\n  sh 'echo one'\n}\n");
+    let s = Server::start(&repo, "", "").await;
+    let r = s.github_push("main", &repo.head(), "api-1").await;
+    let id = r.json()["build"].as_i64().unwrap();
+    s.wait_finished(id).await;
+    for path in [
+        "/api/builds/abc".to_string(),
+        "/api/builds/abc/log".to_string(),
+        format!("/api/builds/{id}/steps/x/log"),
+    ] {
+        let r = s.get(&path).await;
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert!(
+            r.headers.contains("application/json"),
+            "{path}: {}",
+            r.headers
+        );
+        assert!(r.json()["error"].is_string(), "{path}");
+    }
+    let r = s.get(&format!("/api/builds/{id}/steps/999/log")).await;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.json()["error"].as_str().unwrap().contains("no step 999"));
+    // A Last-Event-ID at the top of the range resumes after it: nothing, not everything.
+    let r = request(
+        s.addr,
+        "GET",
+        &format!("/api/builds/{id}/events"),
+        &[("Last-Event-ID", "18446744073709551615")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("data:"), "events replayed: {}", r.body);
+    let all = request(s.addr, "GET", &format!("/api/builds/{id}/events"), &[], b"").await;
+    assert!(all.body.contains("data:"), "{}", all.body);
+    s.stop().await;
+}

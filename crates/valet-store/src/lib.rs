@@ -712,6 +712,16 @@ impl Store {
         logs::read_text(&self.log_dir(id).join(logs::BUILD_LOG))
     }
 
+    /// Whether build `id` has recorded step `step`.
+    pub fn has_step(&self, id: BuildId, step: i64) -> Result<bool, StoreError> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM steps WHERE build_id = ?1 AND step_id = ?2")?
+                    .exists(params![id, step])?,
+            )
+        })
+    }
+
     /// The log of one step.
     pub fn read_step_log(&self, id: BuildId, step: i64) -> Result<String, StoreError> {
         logs::read_text(&self.log_dir(id).join("steps").join(format!("{step}.log")))
