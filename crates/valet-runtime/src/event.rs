@@ -180,3 +180,57 @@ pub enum Event {
         message: String,
     },
 }
+
+impl Place {
+    fn mask(&mut self, mask: &impl Fn(&str) -> String) {
+        for s in [&mut self.branch, &mut self.stage].into_iter().flatten() {
+            *s = mask(s);
+        }
+    }
+}
+
+impl Event {
+    /// Applies `mask` to every text of the event a pipeline can put a secret in: stage and
+    /// branch names (which name the stage rows, the branch prefixes and the summary), labels,
+    /// step summaries and errors, messages. Output text is masked where it is read.
+    pub fn mask_texts(&mut self, mask: impl Fn(&str) -> String) {
+        let mask = &mask;
+        let all = |v: &mut Vec<String>| v.iter_mut().for_each(|s| *s = mask(s));
+        match self {
+            Event::BuildStarted { .. }
+            | Event::BuildFinished { .. }
+            | Event::JobFinished { .. }
+            | Event::PodPhase { .. } => {}
+            Event::JobStarted { label, place, .. } => {
+                if let Some(l) = label {
+                    *l = mask(l);
+                }
+                place.mask(mask);
+            }
+            Event::StageStarted {
+                name, path, place, ..
+            }
+            | Event::StageFinished {
+                name, path, place, ..
+            } => {
+                *name = mask(name);
+                all(path);
+                place.mask(mask);
+            }
+            Event::StepStarted { summary, place, .. } => {
+                *summary = mask(summary);
+                place.mask(mask);
+            }
+            Event::StepFinished { error, place, .. } => {
+                if let Some(e) = error {
+                    *e = mask(e);
+                }
+                place.mask(mask);
+            }
+            Event::Output { place, .. } => place.mask(mask),
+            Event::Notice { message, .. } | Event::PodProgress { message, .. } => {
+                *message = mask(message)
+            }
+        }
+    }
+}

@@ -321,7 +321,10 @@ impl<'a> Interp<'a> {
 
     // ------------------------------------------------------------------ events
 
-    pub(crate) async fn emit(&self, e: Event) {
+    pub(crate) async fn emit(&self, mut e: Event) {
+        if !self.masker.is_empty() {
+            e.mask_texts(|s| self.masker.mask_str(s));
+        }
         let _ = self.tx.send(e).await;
     }
 
@@ -1315,7 +1318,7 @@ impl<'a> Interp<'a> {
         }
         let duration_ms = started.elapsed().as_millis() as u64;
         lock(&self.stages).push(StageSummary {
-            path: (*ctx.path).clone(),
+            path: ctx.path.iter().map(|p| self.masker.mask_str(p)).collect(),
             parallel_branch: branch,
             result,
             skipped,

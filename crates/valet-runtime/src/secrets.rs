@@ -177,6 +177,9 @@ impl Secrets {
 const MASK: &str = "****";
 
 /// The set of values to mask, shared by the whole build.
+/// The shortest line of a multi-line secret that is masked on its own.
+const MIN_LINE_SECRET: usize = 4;
+
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     patterns: Arc<RwLock<Vec<Vec<u8>>>>,
@@ -191,9 +194,22 @@ impl Masker {
         }
         let mut p = self.patterns.write().unwrap_or_else(|e| e.into_inner());
         let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
-        for v in [value.as_bytes().to_vec(), b64.into_bytes()] {
+        let mut add = |v: Vec<u8>| {
             if !p.contains(&v) {
                 p.push(v);
+            }
+        };
+        add(value.as_bytes().to_vec());
+        add(b64.into_bytes());
+        // A multi-line secret (a key, a certificate) is often printed a line at a time
+        // (`head -1`, `sed`, CRLF endings): each of its lines is a secret of its own, except
+        // the very short ones, which would mask ordinary text.
+        if value.contains('\n') {
+            for line in value.lines() {
+                let line = line.trim_end_matches('\r');
+                if line.trim().len() >= MIN_LINE_SECRET {
+                    add(line.as_bytes().to_vec());
+                }
             }
         }
         // Longest first, so that a secret containing another is masked whole.

@@ -462,3 +462,56 @@ fn nesting_deeper_than_the_stack_allows_ends_the_build_not_the_process() {
         "{error}"
     );
 }
+
+/// A secret put in a stage or branch name is masked wherever the name goes (events, the
+/// stage summary), and each line of a multi-line secret is masked when printed on its own
+/// (`head -1`, a prefix added by `sed`, CRLF line ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_names_and_single_lines_of_multi_line_secrets_are_masked() {
+    let mut secrets = Secrets::default();
+    secrets
+        .load_str(
+            r#"{"tok": "s3cr3t-name", "key": "LINE-ONE-abc\nLINE-TWO-def\r\nLINE-THREE-ghi\n"}"#,
+        )
+        .expect("secrets");
+    let opts = RunOptions {
+        secrets,
+        ..RunOptions::default()
+    };
+    let r = common::run_with(
+        r#"
+node {
+    withCredentials([string(credentialsId: 'tok', variable: 'T'), string(credentialsId: 'key', variable: 'K')]) {
+        stage("deploy ${env.T}") {
+            def branches = [:]
+            branches["to ${env.T}"] = { sh 'echo branch' }
+            branches['other'] = { sh 'echo other' }
+            parallel branches
+        }
+        sh 'printf "%s\n" "$K" | head -1'
+        sh 'printf "%s\n" "$K" | sed "s/^/> /"'
+        sh 'printf "%s\n" "$K" | tail -1 | tr -d "\n"; echo'
+    }
+}
+"#,
+        opts,
+    )
+    .await;
+    assert_eq!(r.outcome.result, BuildResult::Success, "{}", r.output());
+    let events: String = r
+        .events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for leak in ["s3cr3t-name", "LINE-ONE", "LINE-TWO", "LINE-THREE"] {
+        assert!(!events.contains(leak), "{leak} in the events:\n{events}");
+        assert!(
+            !format!("{:?}", r.outcome.stages).contains(leak),
+            "{leak} in the stage summary"
+        );
+    }
+    assert!(events.contains("deploy ****"), "{events}");
+    assert!(events.contains("to ****"), "{events}");
+    assert!(r.output().contains("> ****"), "{}", r.output());
+}
