@@ -140,9 +140,7 @@ pub async fn dial(addr: &str, hello: &Hello, limit: Duration) -> Result<TcpStrea
             Ok(_) if &answer == ACCEPTED => Ok(stream),
             // A refusal, or the listener closing without a word: refused either way.
             Ok(_) => Err(HandshakeError::Refused),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(HandshakeError::Refused)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(HandshakeError::Refused),
             Err(e) => Err(e.into()),
         }
     };
@@ -192,6 +190,9 @@ mod tests {
     #[test]
     fn the_token_never_shows_in_debug_output() {
         let shown = format!("{:?}", hello());
-        assert!(shown.contains("main") && !shown.contains("secret-token"), "{shown}");
+        assert!(
+            shown.contains("main") && !shown.contains("secret-token"),
+            "{shown}"
+        );
     }
 }

@@ -108,7 +108,9 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Serve>> {
         }
         (None, Some(_), _, _) => bail!("--dial needs --pod and --container\n{USAGE}"),
         (None, None, _, _) => bail!("--socket or --dial is required\n{USAGE}"),
-        _ => bail!("--socket and --dial exclude each other; --pod and --container go with --dial\n{USAGE}"),
+        _ => bail!(
+            "--socket and --dial exclude each other; --pod and --container go with --dial\n{USAGE}"
+        ),
     };
     Ok(Some(serve))
 }

@@ -99,7 +99,10 @@ async fn rest(stream: &mut TcpStream) -> Vec<u8> {
 
 fn assert_refused_line(line: &str, peer: SocketAddr, secrets: &[&str]) {
     assert!(line.contains("WARN"), "{line}");
-    assert!(line.contains(&peer.to_string()), "the peer's address: {line}");
+    assert!(
+        line.contains(&peer.to_string()),
+        "the peer's address: {line}"
+    );
     for s in secrets {
         assert!(!line.contains(s), "a token in the log: {line}");
     }
@@ -169,11 +172,8 @@ async fn a_token_is_scoped_to_its_pod_and_container() {
     let (_other_token, _other) = listener.expect("pod-1", "other").unwrap();
     // Main's token for another container of the pod, and for the same container of another pod.
     for (pod, container) in [("pod-1", "other"), ("pod-2", "main")] {
-        let (answer, _, me) = exchange(
-            &listener,
-            &hello(pod, container, main_token.expose()),
-        )
-        .await;
+        let (answer, _, me) =
+            exchange(&listener, &hello(pod, container, main_token.expose())).await;
         assert_eq!(answer, REFUSED, "{pod}/{container}");
         let line = logs.wait_for(&me.to_string()).await;
         assert_refused_line(&line, me, &[main_token.expose()]);
@@ -287,9 +287,17 @@ async fn a_refused_agent_exits_with_an_error() {
     let agent = env!("CARGO_BIN_EXE_valet-agent");
     let run = |token: Option<&str>| {
         let mut cmd = tokio::process::Command::new(agent);
-        cmd.args(["serve", "--dial", &addr, "--pod", "pod-1", "--container", "main"])
-            .env_remove(TOKEN_ENV)
-            .kill_on_drop(true);
+        cmd.args([
+            "serve",
+            "--dial",
+            &addr,
+            "--pod",
+            "pod-1",
+            "--container",
+            "main",
+        ])
+        .env_remove(TOKEN_ENV)
+        .kill_on_drop(true);
         if let Some(t) = token {
             cmd.env(TOKEN_ENV, t);
         }

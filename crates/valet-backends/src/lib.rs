@@ -218,9 +218,12 @@ mod tests {
                 channel: AgentChannel::DialOut,
             }
         );
-        let e = BackendConfig::from_options("docker", &["channel=carrier-pigeon".into()])
-            .unwrap_err();
-        assert!(e.to_string().contains("unknown variant `carrier-pigeon`"), "{e}");
+        let e =
+            BackendConfig::from_options("docker", &["channel=carrier-pigeon".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown variant `carrier-pigeon`"),
+            "{e}"
+        );
         assert_eq!(
             BackendConfig::from_options("local", &["keep=true".into()]).unwrap(),
             BackendConfig::Local {
@@ -242,9 +245,17 @@ mod tests {
 
     #[tokio::test]
     async fn the_fake_is_built_like_any_other_backend() {
-        let b = BackendConfig::of_kind("fake").unwrap().build().await.unwrap();
+        let b = BackendConfig::of_kind("fake")
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
         assert_eq!(b.name(), "fake");
-        let b = BackendConfig::of_kind("local").unwrap().build().await.unwrap();
+        let b = BackendConfig::of_kind("local")
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
         assert_eq!(b.name(), "local");
     }
 }

@@ -211,11 +211,11 @@ pub(crate) async fn connect_all(
                 }
             };
             let answered = tokio::select! {
-            r = answer => r.map_err(|e| e.to_string()),
-            // A container that ended will never answer: say so without waiting out the limit.
-            _ = ended(docker, &id) => Err("the container stopped".to_string()),
-        };
-        match answered {
+                r = answer => r.map_err(|e| e.to_string()),
+                // A container that ended will never answer: say so without waiting out the limit.
+                _ = ended(docker, &id) => Err("the container stopped".to_string()),
+            };
+            match answered {
                 Ok(agent) => {
                     let runner: Arc<dyn StepRunner> = Arc::new(DockerRunner {
                         agent: agent.with_name(name.clone()),

@@ -45,7 +45,12 @@ pub(crate) async fn create(
         Ok(_) => {}
         // An earlier attempt got through: the network is ours (the name holds the pod's id).
         Err(e) if status(&e) == Some(409) => {}
-        Err(e) => return Err(context(map_err(e), "the pod's network could not be created")),
+        Err(e) => {
+            return Err(context(
+                map_err(e),
+                "the pod's network could not be created",
+            ));
+        }
     }
     let info = retry(&Backoff::ENGINE, "inspect network", transient, || {
         docker.inspect_network(name, None)

@@ -91,7 +91,9 @@ async fn a_pod_gets_its_own_network_and_its_agents_dial_its_gateway() {
         // No socket directory is mounted: the agents have nothing to serve on but the tunnel.
         let binds = info.host_config.and_then(|h| h.binds).unwrap_or_default();
         assert!(
-            !binds.iter().any(|b| b.ends_with(valet_docker::agent::RUN_DIR)),
+            !binds
+                .iter()
+                .any(|b| b.ends_with(valet_docker::agent::RUN_DIR)),
             "{binds:?}"
         );
     }
@@ -100,7 +102,10 @@ async fn a_pod_gets_its_own_network_and_its_agents_dial_its_gateway() {
     assert_eq!(sh(&*pod, "two", "cat /workspace/f").await, "shared\n");
 
     pod.teardown().await.expect("teardown");
-    assert!(!network_exists(&backend, &name).await, "the network is gone");
+    assert!(
+        !network_exists(&backend, &name).await,
+        "the network is gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +154,11 @@ async fn gc_removes_the_networks_of_dead_owners_only() {
     let removed = backend.gc(&Scope::Orphans).await.expect("gc");
     assert!(removed.networks.contains(&dead.name), "{removed:?}");
     assert!(!removed.networks.contains(&alive.name), "{removed:?}");
-    assert!(removed.summary().contains(&format!("network {}", dead.name)));
+    assert!(
+        removed
+            .summary()
+            .contains(&format!("network {}", dead.name))
+    );
     assert!(!network_exists(&backend, &dead.name).await);
     assert!(network_exists(&backend, &alive.name).await);
     let removed = backend.gc(&Scope::mine()).await.expect("gc mine");
@@ -167,7 +176,10 @@ async fn the_warm_pool_and_ready_sandboxes_work_in_dial_out_mode() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A warm pod, then a pod of a new template on a ready sandbox: both dialled in.
-    let warm = backend.provision_spec(&s, "b-warm").await.expect("warm pod");
+    let warm = backend
+        .provision_spec(&s, "b-warm")
+        .await
+        .expect("warm pod");
     assert_eq!(sh(&*warm, "main", "echo warm").await, "warm\n");
     let other = backend
         .provision_spec(&spec("other-dial", &["main", "side"]), "b-other")
