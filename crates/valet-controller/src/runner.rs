@@ -384,7 +384,10 @@ fn run_options(c: &Controller, repo: &Repo, b: &BuildRow, co: &Checkout, dir: &P
 
 /// The backend `kind`, built the first time a build needs it (and then shared, so its
 /// pools and connections serve every build).
-pub(crate) async fn backend_for(c: &Controller, kind: &str) -> Result<Arc<dyn Backend>, BackendError> {
+pub(crate) async fn backend_for(
+    c: &Controller,
+    kind: &str,
+) -> Result<Arc<dyn Backend>, BackendError> {
     let mut backends = c.inner.backends.lock().await;
     if let Some(b) = backends.get(kind) {
         return Ok(b.clone());
