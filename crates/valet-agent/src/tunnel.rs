@@ -212,20 +212,22 @@ impl Shared {
                 return;
             }
         };
+        // The pod and container names come from the peer: logged with `?`, so control
+        // characters are escaped and cannot forge log lines.
         match self.admit(&hello) {
             Ok(waiter) => {
                 let _ = stream.set_nodelay(true);
                 let answered = tokio::time::timeout(limit, stream.write_all(ACCEPTED)).await;
                 if !matches!(answered, Ok(Ok(()))) {
-                    tracing::warn!(%peer, pod = %hello.pod, container = %hello.container,
+                    tracing::warn!(%peer, pod = ?hello.pod, container = ?hello.container,
                         "agent tunnel: the agent went away during the handshake");
                 }
-                tracing::debug!(%peer, pod = %hello.pod, container = %hello.container, "agent tunnel: agent connected");
+                tracing::debug!(%peer, pod = ?hello.pod, container = ?hello.container, "agent tunnel: agent connected");
                 // A waiter gone since the check drops the stream: the agent sees it close.
                 let _ = waiter.send(stream);
             }
             Err(reason) => {
-                tracing::warn!(%peer, pod = %hello.pod, container = %hello.container, %reason,
+                tracing::warn!(%peer, pod = ?hello.pod, container = ?hello.container, %reason,
                     "agent tunnel: refused a connection");
                 refuse(stream, limit).await;
             }
