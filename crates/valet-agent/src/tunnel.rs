@@ -440,3 +440,20 @@ impl PendingAgent {
         &self.container
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_256_random_bits_compared_whole_and_never_shown() {
+        let (a, b) = (Token::random().unwrap(), Token::random().unwrap());
+        assert_eq!(a.expose().len(), TOKEN_BYTES * 2);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(a.matches(a.expose()));
+        assert!(!a.matches(b.expose()));
+        assert!(!a.matches(&a.expose()[..10]));
+        assert!(!format!("{a:?}").contains(a.expose()));
+    }
+}
