@@ -8,8 +8,9 @@
 //!   `network_mode: container:<sandbox id>` (so they all share `127.0.0.1`), all mounting one
 //!   named volume (the workspace) at `/workspace`. A container with `jnlp: true` or without an
 //!   image runs `valet/busybox`;
-//! * labels `valet.pod=<pod id>` and `valet.build=<build id>` on every container and on the
-//!   volume, so teardown (and a later garbage collector) finds them;
+//! * labels `valet.pod=<pod id>` and `valet.build=<build id>` on every container, on the
+//!   volume and (dial-out mode) on the pod's network, so teardown (and a later garbage
+//!   collector) finds them;
 //! * limits from the spec: memory limit → `memory` and `memory_swap` (equal: no swap), CPU
 //!   limit → `nano_cpus`, CPU request → `cpu_shares`, `run_as_user`/`run_as_group` → `user`,
 //!   and `pids_limit` 4096.
