@@ -1,5 +1,6 @@
-//! A [`valet_backend::StepRunner`] that runs steps through an agent reached on a unix socket.
-//! Any backend whose containers run the agent uses it (Docker today).
+//! A [`valet_backend::StepRunner`] that runs steps through an agent over a gRPC channel: a
+//! unix socket, or the tunnel an agent dialled ([`crate::tunnel`]). Any backend whose
+//! containers run the agent uses it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,33 +19,33 @@ use crate::proto::{CancelRequest, PingRequest, RunRequest, exited, run_event};
 /// slowly slows the stream down (and the process with it).
 const OUTPUT: usize = 64;
 
-/// Why talking to an agent failed.
+/// Why talking to an agent failed. `to` says which agent: its socket, or its pod and
+/// container and the tunnel it dials.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot reach the agent at {socket}: {source}")]
+    #[error("cannot reach the agent at {to}: {source}")]
     Transport {
-        socket: PathBuf,
+        to: String,
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("the agent at {socket} does not answer: {status}")]
-    Ping {
-        socket: PathBuf,
-        status: tonic::Status,
-    },
-    #[error("the agent at {socket} did not answer within {waited:?}: {last}")]
+    #[error("the agent at {to} does not answer: {status}")]
+    Ping { to: String, status: tonic::Status },
+    #[error("the agent at {to} did not answer within {waited:?}: {last}")]
     Timeout {
-        socket: PathBuf,
+        to: String,
         waited: Duration,
         last: String,
     },
 }
 
-/// Runs commands through one agent.
+/// Runs commands through one agent, over whatever carries its channel: a unix socket the
+/// pod's directory offers ([`AgentRunner::connect`]) or a tunnel the agent dialled
+/// ([`crate::tunnel`]).
 #[derive(Clone)]
 pub struct AgentRunner {
     client: StepRunnerClient<Channel>,
-    socket: PathBuf,
+    to: String,
     workspace: PathBuf,
     output_cap: u64,
     name: String,
@@ -57,6 +58,7 @@ impl AgentRunner {
     /// working directories of commands are taken relative to `workspace` (as the agent sees it).
     pub async fn connect(socket: &Path, workspace: &Path) -> Result<Self, ConnectError> {
         let path = socket.to_path_buf();
+        let to = socket.display().to_string();
         // The URI is required by the API and unused: the connector dials the socket.
         let channel = Endpoint::from_static("http://valet-agent")
             .connect_with_connector(tower::service_fn(move |_: Uri| {
@@ -69,26 +71,39 @@ impl AgentRunner {
             }))
             .await
             .map_err(|source| ConnectError::Transport {
-                socket: socket.to_path_buf(),
+                to: to.clone(),
                 source,
             })?;
+        let runner = Self::over_channel(channel, to, workspace).await?;
+        let name = socket
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(runner.with_name(name))
+    }
+
+    /// A runner over `channel`, however it reaches the agent, once the agent answers. `to`
+    /// names the agent in errors.
+    pub async fn over_channel(
+        channel: Channel,
+        to: impl Into<String>,
+        workspace: &Path,
+    ) -> Result<Self, ConnectError> {
+        let to = to.into();
         let mut client = StepRunnerClient::new(channel);
         client
             .ping(PingRequest {})
             .await
             .map_err(|status| ConnectError::Ping {
-                socket: socket.to_path_buf(),
+                to: to.clone(),
                 status,
             })?;
         Ok(AgentRunner {
             client,
-            socket: socket.to_path_buf(),
+            name: to.clone(),
+            to,
             workspace: workspace.to_path_buf(),
             output_cap: 0,
-            name: socket
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
         })
     }
 
@@ -106,7 +121,7 @@ impl AgentRunner {
                 Ok(runner) => return Ok(runner),
                 Err(e) if started.elapsed() >= limit => {
                     return Err(ConnectError::Timeout {
-                        socket: socket.to_path_buf(),
+                        to: socket.display().to_string(),
                         waited: limit,
                         last: e.to_string(),
                     });
@@ -127,15 +142,15 @@ impl AgentRunner {
         self
     }
 
-    /// A name for messages (the socket's file stem: the container's name on Docker).
+    /// A name for messages (by default the socket's file stem: the container's name on Docker).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
-    /// The socket this runner talks to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// Which agent this runner talks to (its socket, or its tunnel), for messages.
+    pub fn target(&self) -> &str {
+        &self.to
     }
 
     /// Whether the agent answers now.

@@ -1,24 +1,41 @@
-//! `valet-agent serve --socket PATH [--output-cap BYTES] [-- CMD ARGS...]`: the first process
-//! of every container of a valet pod. See the crate documentation.
+//! `valet-agent serve (--socket PATH | --dial HOST:PORT --pod POD --container NAME)
+//! [--output-cap BYTES] [-- CMD ARGS...]`: the first process of every container of a valet
+//! pod. See the crate documentation.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
+use valet_agent::dial::{self, Hello, TOKEN_ENV};
 use valet_agent::reaper::{self, Reaper};
 use valet_agent::server::{self, Agent, DEFAULT_OUTPUT_CAP};
 
-const USAGE: &str = "usage: valet-agent serve --socket PATH [--output-cap BYTES] [--stop-grace-ms MS] [-- CMD ARGS...]
+const USAGE: &str = "usage: valet-agent serve (--socket PATH | --dial HOST:PORT --pod POD --container NAME)
+                         [--output-cap BYTES] [--stop-grace-ms MS] [-- CMD ARGS...]
 
-Serves valet's step protocol on a unix socket; runs CMD (the container's own command) beside.
+Serves valet's step protocol on a unix socket, or over a connection it dials out to the
+controller; runs CMD (the container's own command) beside.
   --socket PATH        the unix socket to listen on
+  --dial HOST:PORT     dial the controller's agent tunnel instead (once; the agent stops when
+                       the tunnel closes), presenting the one-time token of VALET_AGENT_TOKEN
+  --pod POD            with --dial: the pod this container belongs to
+  --container NAME     with --dial: this container's name in the pod
   --output-cap BYTES   output kept per step, stdout and stderr together (default 64 MiB)
   --stop-grace-ms MS   how long children get to end after TERM or INT reaches the agent (default 5000)
   VALET_AGENT_LOG      log level: error, warn, info (default), debug, trace";
 
+/// Where the steps come from.
+enum Channel {
+    Socket(PathBuf),
+    Dial(valet_agent::dial::Hello, String),
+}
+
+/// How long dialling out and the handshake may take.
+const DIAL_WITHIN: Duration = Duration::from_secs(15);
+
 struct Serve {
-    socket: PathBuf,
+    channel: Channel,
     output_cap: u64,
     stop_grace_ms: u64,
     command: Vec<String>,
@@ -38,8 +55,9 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Serve>> {
         Some("serve") => {}
         Some(other) => bail!("unknown command {other:?}\n{USAGE}"),
     }
+    let (mut socket, mut dial, mut pod, mut container) = (None, None, None, None);
     let mut serve = Serve {
-        socket: PathBuf::new(),
+        channel: Channel::Socket(PathBuf::new()),
         output_cap: DEFAULT_OUTPUT_CAP,
         stop_grace_ms: 5000,
         command: Vec::new(),
@@ -52,7 +70,10 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Serve>> {
                 .with_context(|| format!("{a} needs a value\n{USAGE}"))
         };
         match a.as_str() {
-            "--socket" => serve.socket = PathBuf::from(value()?),
+            "--socket" => socket = Some(PathBuf::from(value()?)),
+            "--dial" => dial = Some(value()?),
+            "--pod" => pod = Some(value()?),
+            "--container" => container = Some(value()?),
             "--output-cap" => {
                 serve.output_cap = value()?
                     .parse()
@@ -68,9 +89,29 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Serve>> {
             other => bail!("unknown option {other:?}\n{USAGE}"),
         }
     }
-    if serve.socket.as_os_str().is_empty() {
-        bail!("--socket is required\n{USAGE}");
-    }
+    serve.channel = match (socket, dial, pod, container) {
+        (Some(s), None, None, None) if !s.as_os_str().is_empty() => Channel::Socket(s),
+        (None, Some(addr), Some(pod), Some(container)) => {
+            // From the environment: a command line is readable by every user of the host.
+            let token = std::env::var(TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .with_context(|| format!("--dial needs the token in {TOKEN_ENV}"))?;
+            Channel::Dial(
+                Hello {
+                    pod,
+                    container,
+                    token,
+                },
+                addr,
+            )
+        }
+        (None, Some(_), _, _) => bail!("--dial needs --pod and --container\n{USAGE}"),
+        (None, None, _, _) => bail!("--socket or --dial is required\n{USAGE}"),
+        _ => bail!(
+            "--socket and --dial exclude each other; --pod and --container go with --dial\n{USAGE}"
+        ),
+    };
     Ok(Some(serve))
 }
 
@@ -87,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(Serve {
-        socket,
+        channel,
         output_cap,
         stop_grace_ms,
         command,
@@ -102,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(serve(
-        socket,
+        channel,
         output_cap,
         Duration::from_millis(stop_grace_ms),
         command,
@@ -110,7 +151,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(
-    socket: PathBuf,
+    channel: Channel,
     output_cap: u64,
     stop_grace: Duration,
     command: Vec<String>,
@@ -128,22 +169,49 @@ async fn serve(
             .with_context(|| format!("cannot start the container's command {command:?}"))?;
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(agent.clone(), socket.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let socket = match &channel {
+        Channel::Socket(s) => Some(s.clone()),
+        Channel::Dial(..) => None,
+    };
+    let server = match channel {
+        Channel::Socket(socket) => tokio::spawn(server::serve(agent.clone(), socket, async {
+            let _ = stop_rx.await;
+        })),
+        Channel::Dial(hello, addr) => {
+            let stream = dial::dial(&addr, &hello, DIAL_WITHIN)
+                .await
+                .with_context(|| format!("cannot dial the controller at {addr}"))?;
+            tracing::info!(%addr, pod = %hello.pod, container = %hello.container, "serving over the tunnel");
+            let service = agent.service();
+            tokio::spawn(async move {
+                server::serve_connection(service, stream).await;
+                tracing::info!("the tunnel closed");
+                Ok(())
+            })
+        }
+    };
     let sig = tokio::select! {
         _ = term.recv() => Signal::SIGTERM,
         _ = int.recv() => Signal::SIGINT,
         r = server => {
-            reaping.abort();
-            return r?;
+            match socket {
+                Some(_) => {
+                    reaping.abort();
+                    return r?;
+                }
+                // Reconnecting is not done: nobody can reach this agent any more, so its
+                // children are stopped as on TERM.
+                None => Signal::SIGTERM,
+            }
         }
     };
     tracing::info!(signal = %sig, "stopping: forwarding to children");
     agent.forward_and_wait(sig, stop_grace).await;
     let _ = stop_tx.send(());
     // Not waiting for the server's graceful end: a client may keep its connection open.
-    let _ = std::fs::remove_file(&socket);
+    if let Some(socket) = socket {
+        let _ = std::fs::remove_file(&socket);
+    }
     reaping.abort();
     Ok(())
 }

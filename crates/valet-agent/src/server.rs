@@ -495,17 +495,23 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            let served =
-                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "connection ended");
-            }
-        });
+        tokio::spawn(serve_connection(service.clone(), stream));
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Serves the agent on one connection until it ends: one a unix socket accepted, or the
+/// tunnel the agent dialled out (see [`crate::dial`]).
+pub async fn serve_connection<S>(service: StepRunnerServer<Service>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let served = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "connection ended");
+    }
 }

@@ -38,6 +38,9 @@ pub enum BackendConfig {
         /// The static `valet-agent` to mount (default: found or built).
         #[serde(default)]
         agent: Option<PathBuf>,
+        /// How the agents are reached: `socket` (default) or `dial-out`.
+        #[serde(default)]
+        channel: AgentChannel,
     },
     /// Runs nothing and records every call (tests of the layers above the backends).
     Fake {
@@ -45,6 +48,19 @@ pub enum BackendConfig {
         #[serde(default)]
         record: Option<PathBuf>,
     },
+}
+
+/// How a container backend reaches the agents in its pods.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentChannel {
+    /// A unix socket in a host directory mounted into the pod: only where the pod runs on
+    /// this host.
+    #[default]
+    Socket,
+    /// The agents dial a tunnel listener of this process with one-time tokens: the way
+    /// for pods that cannot offer a socket (Kubernetes, other hosts).
+    DialOut,
 }
 
 /// Why a backend configuration was refused.
@@ -145,9 +161,17 @@ impl BackendConfig {
                 root.clone().unwrap_or_else(std::env::temp_dir),
                 *keep,
             )),
-            BackendConfig::Docker { warm_pool, agent } => {
+            BackendConfig::Docker {
+                warm_pool,
+                agent,
+                channel,
+            } => {
                 let mut d = valet_docker::DockerBackend::connect_ready()
                     .await?
+                    .with_channel(match channel {
+                        AgentChannel::Socket => valet_docker::AgentChannel::Socket,
+                        AgentChannel::DialOut => valet_docker::AgentChannel::DialOut,
+                    })
                     .with_warm_pool(*warm_pool);
                 if let Some(a) = agent {
                     d = d.with_agent(a.clone());
@@ -182,8 +206,23 @@ mod tests {
             BackendConfig::from_options("docker", &["warm_pool=3".into()]).unwrap(),
             BackendConfig::Docker {
                 warm_pool: 3,
-                agent: None
+                agent: None,
+                channel: AgentChannel::Socket,
             }
+        );
+        assert_eq!(
+            BackendConfig::from_options("docker", &["channel=dial-out".into()]).unwrap(),
+            BackendConfig::Docker {
+                warm_pool: 0,
+                agent: None,
+                channel: AgentChannel::DialOut,
+            }
+        );
+        let e =
+            BackendConfig::from_options("docker", &["channel=carrier-pigeon".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown variant `carrier-pigeon`"),
+            "{e}"
         );
         assert_eq!(
             BackendConfig::from_options("local", &["keep=true".into()]).unwrap(),

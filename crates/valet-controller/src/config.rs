@@ -590,12 +590,16 @@ repositories:
                 && e.contains("at most 16"),
             "{e}"
         );
-        let c = parse(&format!("backend:\n  kind: docker\n  warm_pool: 2\n{GOOD}")).unwrap();
+        let c = parse(&format!(
+            "backend:\n  kind: docker\n  warm_pool: 2\n  channel: dial-out\n{GOOD}"
+        ))
+        .unwrap();
         assert_eq!(
             c.backend.config,
             valet_backends::BackendConfig::Docker {
                 warm_pool: 2,
-                agent: None
+                agent: None,
+                channel: valet_backends::AgentChannel::DialOut,
             }
         );
         assert_eq!(parse(GOOD).unwrap().backend, BackendSettings::default());

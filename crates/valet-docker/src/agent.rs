@@ -1,23 +1,51 @@
 //! Steps through the in-pod valet agent.
 //!
-//! Every container of a pod runs the static `valet-agent` binary as its first process:
-//! bind-mounted read-only at [`AGENT_IN_CONTAINER`], serving on `<container>.sock` in the
-//! pod's host directory (see [`crate::gc::pod_dir_root`]), which is mounted at [`RUN_DIR`].
+//! Every container of a pod runs the static `valet-agent` binary as its first process,
+//! bind-mounted read-only at [`AGENT_IN_CONTAINER`]. How the host reaches it depends on the
+//! backend's [`crate::AgentChannel`]:
+//!
+//! * `Socket`: the agent serves on `<container>.sock` in the pod's host directory (see
+//!   [`crate::gc::pod_dir_root`]), which is mounted at [`RUN_DIR`];
+//! * `DialOut`: the agent dials the pod's tunnel listener on its network's gateway
+//!   (`--dial`), with a one-time token for its pod and container in its environment (see
+//!   [`crate::network`] and [`valet_agent::tunnel`]).
+//!
 //! The container's own command (the spec's, or else the image's `ENTRYPOINT` + `CMD`) is
 //! handed to the agent, which runs it as a child beside the steps. The pod is ready when every
-//! agent answers; steps are [`valet_agent::AgentRunner`] calls over those sockets.
+//! agent answers; steps are [`valet_agent::AgentRunner`] calls over those channels.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
-use valet_agent::{AgentExecution, AgentRunner};
+use valet_agent::{AgentExecution, AgentRunner, PendingAgent, Token};
 use valet_backend::{BackendError, Command, Execution, ExecutionHandle, ExitStatus, StepRunner};
 
 use crate::{DockerBackend, WORKSPACE, context, map_err, oom, status};
+
+/// How a container's agent is told to reach the host.
+pub(crate) enum Reach<'a> {
+    /// Serve on `socket` (a file name) in the pod's host directory `dir`.
+    Socket { dir: &'a Path, socket: String },
+    /// Dial the pod's tunnel at `addr` with `token`.
+    Dial {
+        addr: SocketAddr,
+        pod: &'a str,
+        token: Token,
+    },
+}
+
+/// How the host waits for a container's agent.
+pub(crate) enum Waiting {
+    /// Connecting to this socket.
+    Socket(PathBuf),
+    /// Until the agent dials in.
+    Dial(PendingAgent),
+}
 
 /// Where the agent binary is mounted in every container.
 pub const AGENT_IN_CONTAINER: &str = "/valet/bin/valet-agent";
@@ -109,8 +137,7 @@ impl DockerBackend {
         &self,
         mut body: ContainerCreateBody,
         agent: &Path,
-        dir: &Path,
-        socket: &str,
+        reach: Reach<'_>,
         container: &str,
     ) -> Result<ContainerCreateBody, BackendError> {
         let image = body.image.clone().unwrap_or_default();
@@ -124,11 +151,31 @@ impl DockerBackend {
                 [entrypoint, cmd.unwrap_or(image_cmd)].concat()
             }
         };
-        let mut cmd = vec![
-            "serve".to_string(),
-            "--socket".to_string(),
-            format!("{RUN_DIR}/{socket}"),
-        ];
+        let mut cmd = vec!["serve".to_string()];
+        let mut run_dir = None;
+        match reach {
+            Reach::Socket { dir, socket } => {
+                cmd.extend(["--socket".to_string(), format!("{RUN_DIR}/{socket}")]);
+                run_dir = Some(dir);
+            }
+            Reach::Dial { addr, pod, token } => {
+                cmd.extend([
+                    "--dial".to_string(),
+                    addr.to_string(),
+                    "--pod".to_string(),
+                    pod.to_string(),
+                    "--container".to_string(),
+                    container.to_string(),
+                ]);
+                // The environment, not the command line: `ps` on the host shows the latter.
+                // Steps inherit it, but by the time one runs the token is spent.
+                body.env.get_or_insert_with(Vec::new).push(format!(
+                    "{}={}",
+                    valet_agent::dial::TOKEN_ENV,
+                    token.expose()
+                ));
+            }
+        }
         if !own.is_empty() {
             cmd.push("--".into());
             cmd.extend(own);
@@ -138,28 +185,37 @@ impl DockerBackend {
         let host = body.host_config.get_or_insert_with(Default::default);
         let binds = host.binds.get_or_insert_with(Vec::new);
         binds.push(format!("{}:{AGENT_IN_CONTAINER}:ro", agent.display()));
-        binds.push(format!("{}:{RUN_DIR}", dir.display()));
+        if let Some(dir) = run_dir {
+            binds.push(format!("{}:{RUN_DIR}", dir.display()));
+        }
         Ok(body)
     }
 }
 
 /// Waits for the agent of every container to answer; `containers` maps the spec's name to
-/// (container id, socket file name, memory limit).
+/// (container id, how to wait for its agent, memory limit).
 pub(crate) async fn connect_all(
     docker: &Docker,
-    dir: &Path,
-    containers: Vec<(String, String, String, Option<u64>)>,
+    containers: Vec<(String, String, Waiting, Option<u64>)>,
 ) -> Result<HashMap<String, Arc<dyn StepRunner>>, BackendError> {
     let connects = containers
         .into_iter()
-        .map(|(name, id, socket, memory_limit)| async move {
-            let path = dir.join(&socket);
+        .map(|(name, id, waiting, memory_limit)| async move {
+            let workspace = Path::new(WORKSPACE);
+            let answer = async {
+                match waiting {
+                    Waiting::Socket(path) => {
+                        AgentRunner::wait_for(&path, workspace, READY_WITHIN).await
+                    }
+                    Waiting::Dial(pending) => pending.connect(workspace, READY_WITHIN).await,
+                }
+            };
             let answered = tokio::select! {
-            r = AgentRunner::wait_for(&path, Path::new(WORKSPACE), READY_WITHIN) => r.map_err(|e| e.to_string()),
-            // A container that ended will never answer: say so without waiting out the limit.
-            _ = ended(docker, &id) => Err("the container stopped".to_string()),
-        };
-        match answered {
+                r = answer => r.map_err(|e| e.to_string()),
+                // A container that ended will never answer: say so without waiting out the limit.
+                _ = ended(docker, &id) => Err("the container stopped".to_string()),
+            };
+            match answered {
                 Ok(agent) => {
                     let runner: Arc<dyn StepRunner> = Arc::new(DockerRunner {
                         agent: agent.with_name(name.clone()),

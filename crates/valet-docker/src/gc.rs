@@ -1,6 +1,6 @@
 //! Garbage collection: finding and removing what valet left on the engine and the host.
 //!
-//! Everything valet creates carries its owner: containers and volumes the label
+//! Everything valet creates carries its owner: containers, networks and volumes the label
 //! [`LABEL_OWNER`], a pod's host directory (under [`pod_dir_root`]) a file `owner`. An owner
 //! is `<boot id>/<pid>/<start time>` of the process that created it; it is alive while a
 //! process with that pid and that start time (from `/proc`, in clock ticks since boot) runs
@@ -18,14 +18,15 @@ use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    ListContainersOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions,
 };
 use valet_backend::BackendError;
 
 use crate::retry::{Backoff, retry, transient};
 use crate::{LABEL_CONTAINER, LABEL_POD, map_err, status};
 
-/// Label holding the owner (`<boot id>/<pid>/<start time>`) of a container or volume.
+/// Label holding the owner (`<boot id>/<pid>/<start time>`) of a container, network or volume.
 pub const LABEL_OWNER: &str = "valet.owner";
 
 pub use valet_backend::owner::{Scope, current_owner, owner_alive};
@@ -63,17 +64,22 @@ pub(crate) fn remove_pod_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// What a collection removed: container names, volume names, host directories.
+/// What a collection removed: container names, network names (dial-out pods' own),
+/// volume names, host directories.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Removed {
     pub containers: Vec<String>,
+    pub networks: Vec<String>,
     pub volumes: Vec<String>,
     pub dirs: Vec<PathBuf>,
 }
 
 impl Removed {
     pub fn is_empty(&self) -> bool {
-        self.containers.is_empty() && self.volumes.is_empty() && self.dirs.is_empty()
+        self.containers.is_empty()
+            && self.networks.is_empty()
+            && self.volumes.is_empty()
+            && self.dirs.is_empty()
     }
 
     /// The pods whose objects were removed (from the names, `<pod>-<container>`), sorted.
@@ -81,6 +87,9 @@ impl Removed {
         let mut lines = Vec::new();
         for c in &self.containers {
             lines.push(format!("container {c}"));
+        }
+        for n in &self.networks {
+            lines.push(format!("network {n}"));
         }
         for v in &self.volumes {
             lines.push(format!("volume {v}"));
@@ -92,7 +101,9 @@ impl Removed {
     }
 }
 
-/// Removes the containers, volumes and host directories of valet pods that `scope` covers.
+/// Removes the containers, networks, volumes and host directories of valet pods that
+/// `scope` covers. Networks go after the containers: the engine keeps a network that a
+/// container is attached to.
 #[tracing::instrument(level = "debug", skip(docker))]
 pub async fn collect(docker: &Docker, scope: &Scope) -> Result<Removed, BackendError> {
     let mut removed = Removed::default();
@@ -131,6 +142,25 @@ pub async fn collect(docker: &Docker, scope: &Scope) -> Result<Removed, BackendE
                 .push(if name.is_empty() { id } else { name });
         }
     }
+
+    let networks = retry(&Backoff::ENGINE, "list networks", transient, || {
+        docker.list_networks(Some(ListNetworksOptions {
+            filters: Some(filters.clone()),
+        }))
+    })
+    .await
+    .map_err(map_err)?;
+    for n in networks {
+        let labels = n.labels.unwrap_or_default();
+        let Some(name) = n.name else { continue };
+        if name.starts_with(crate::network::NETWORK_PREFIX)
+            && scope.covers(labels.get(LABEL_OWNER).map(String::as_str))
+            && crate::network::remove(docker, &name).await?
+        {
+            removed.networks.push(name);
+        }
+    }
+    removed.networks.sort();
 
     let volumes = retry(&Backoff::ENGINE, "list volumes", transient, || {
         docker.list_volumes(Some(ListVolumesOptions {

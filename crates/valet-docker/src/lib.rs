@@ -8,8 +8,9 @@
 //!   `network_mode: container:<sandbox id>` (so they all share `127.0.0.1`), all mounting one
 //!   named volume (the workspace) at `/workspace`. A container with `jnlp: true` or without an
 //!   image runs `valet/busybox`;
-//! * labels `valet.pod=<pod id>` and `valet.build=<build id>` on every container and on the
-//!   volume, so teardown (and a later garbage collector) finds them;
+//! * labels `valet.pod=<pod id>` and `valet.build=<build id>` on every container, on the
+//!   volume and (dial-out mode) on the pod's network, so teardown (and a later garbage
+//!   collector) finds them;
 //! * limits from the spec: memory limit → `memory` and `memory_swap` (equal: no swap), CPU
 //!   limit → `nano_cpus`, CPU request → `cpu_shares`, `run_as_user`/`run_as_group` → `user`,
 //!   and `pids_limit` 4096.
@@ -28,10 +29,19 @@
 //! sidecars keep working; the agent reaps zombies and forwards TERM. A pod is ready when
 //! every agent answers. See [`agent`] and the `valet-agent` crate.
 //!
+//! # Dial-out: the agents reach the host
+//!
+//! With [`AgentChannel::DialOut`] no socket is shared: each pod gets a bridge network of its
+//! own ([`network`]), the pod's tunnel listener ([`valet_agent::DialListener`]) binds on that
+//! network's gateway address, and each agent dials it (`--dial`) with a one-time token
+//! scoped to its pod and container. It is how pods on Kubernetes or on other hosts reach the
+//! controller, exercised here on the local engine.
+//!
 //! Not yet done: spec volumes other than the workspace, and ports.
 
 pub mod agent;
 pub mod gc;
+pub mod network;
 pub mod oom;
 mod pool;
 pub mod retry;
@@ -51,6 +61,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use tracing::Instrument as _;
+use valet_agent::DialListener;
 use valet_backend::{
     Backend, BackendError, ContainerSpec, Pod, PodEvent, PodEvents, PodPhase, PodSpec,
     ProvisionRequest, StepRunner,
@@ -74,9 +85,20 @@ pub const LABEL_POOL: &str = "valet.pool";
 /// The process limit of every container.
 pub const PIDS_LIMIT: i64 = 4096;
 
+/// How the host reaches the agents of a pod.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AgentChannel {
+    /// Each agent serves on a unix socket in the pod's host directory, mounted into the pod.
+    #[default]
+    Socket,
+    /// Each agent dials the pod's tunnel listener on the pod's own network (see [`network`]).
+    DialOut,
+}
+
 /// Runs pods as containers on the local Docker engine.
 #[derive(Clone)]
 pub struct DockerBackend {
+    channel: AgentChannel,
     docker: Docker,
     base_image: String,
     /// Written on everything this backend creates, for [`gc`].
@@ -122,6 +144,7 @@ impl DockerBackend {
             .await
             .map_err(unavailable)?;
         Ok(DockerBackend {
+            channel: AgentChannel::Socket,
             docker,
             base_image: BASE_IMAGE.to_string(),
             owner: gc::current_owner().to_string(),
@@ -136,6 +159,17 @@ impl DockerBackend {
     pub fn with_agent(mut self, path: PathBuf) -> Self {
         self.agent = Some(path);
         self
+    }
+
+    /// Reaches the agents over `channel` (default: [`AgentChannel::Socket`]).
+    pub fn with_channel(mut self, channel: AgentChannel) -> Self {
+        self.channel = channel;
+        self
+    }
+
+    /// How the host reaches the agents.
+    pub fn channel(&self) -> AgentChannel {
+        self.channel
     }
 
     /// Keeps `size` ready pods per pod template (0: no pool). A template is warmed when it is
@@ -350,11 +384,15 @@ impl DockerBackend {
     }
 
     /// Creates the pod's objects. The order is what the engine needs, and no more: the volume
-    /// and the sandbox first (the containers mount the one and join the other), then the
-    /// containers are created while the sandbox starts, then all start at once.
+    /// and the sandbox first (the containers mount the one and join the other; in dial-out
+    /// mode the pod's network and its tunnel listener come before the sandbox, which joins
+    /// the network), then the containers are created while the sandbox starts, then all
+    /// start at once.
     ///
-    /// With `prepared`, `pod` is a pod without containers whose volume, directory and running
-    /// sandbox were made ahead (by the pool): only the containers are made.
+    /// With `prepared`, `pod` is a pod without containers whose volume, directory, network
+    /// and running sandbox were made ahead (by the pool): only the containers are made.
+    ///
+    /// Returns, per container, its id and how to wait for its agent.
     async fn provision_into(
         &self,
         pod: &mut DockerPod,
@@ -362,7 +400,7 @@ impl DockerBackend {
         build_id: &str,
         pool_id: Option<&str>,
         prepared: bool,
-    ) -> Result<HashMap<String, String>, BackendError> {
+    ) -> Result<HashMap<String, (String, agent::Waiting)>, BackendError> {
         let labels = |container: &str| {
             let mut l = HashMap::from([
                 (LABEL_POD.to_string(), pod.id.clone()),
@@ -391,29 +429,47 @@ impl DockerBackend {
             .await
             .map_err(|e| context(map_err(e), "the workspace volume could not be created"))
         };
+        let dial_out = self.channel == AgentChannel::DialOut;
+        let network_name = dial_out.then(|| network::network_name(&pod_id));
+        let mut network_labels = labels("network");
+        network_labels.remove(LABEL_CONTAINER);
         let sandbox_name = format!("{pod_id}-sandbox");
         let sandbox = async {
+            // The pod's network and the listener on its gateway, which the sandbox needs.
+            let tunnel = match &network_name {
+                Some(name) => {
+                    let gateway = network::create(&self.docker, name, network_labels).await?;
+                    let listener = DialListener::bind(std::net::SocketAddr::new(gateway, 0))
+                        .await
+                        .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+                    Some(Arc::new(listener))
+                }
+                None => None,
+            };
             self.report(PodEvent::Creating {
                 pod: pod_id.clone(),
                 container: "sandbox".into(),
                 image: self.base_image.clone(),
             });
-            self.create(
-                &sandbox_name,
-                "sandbox",
-                ContainerCreateBody {
-                    image: Some(self.base_image.clone()),
-                    entrypoint: Some(vec!["sleep".into()]),
-                    cmd: Some(vec!["2147483647".into()]),
-                    labels: Some(labels("sandbox")),
-                    host_config: Some(HostConfig {
-                        pids_limit: Some(16),
+            let id = self
+                .create(
+                    &sandbox_name,
+                    "sandbox",
+                    ContainerCreateBody {
+                        image: Some(self.base_image.clone()),
+                        entrypoint: Some(vec!["sleep".into()]),
+                        cmd: Some(vec!["2147483647".into()]),
+                        labels: Some(labels("sandbox")),
+                        host_config: Some(HostConfig {
+                            pids_limit: Some(16),
+                            network_mode: network_name.clone(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
+                    },
+                )
+                .await?;
+            Ok::<_, BackendError>((id, tunnel))
         };
         let dir = async {
             let (id, owner) = (pod_id.clone(), self.owner.clone());
@@ -426,20 +482,34 @@ impl DockerBackend {
             // Joined by name: the engine resolves `container:<name>` as it does an id.
             (true, Some(dir)) => (sandbox_name.clone(), dir),
             _ => {
+                // Known before it exists, so a teardown after a failure removes it too.
+                pod.network = network_name.clone();
                 let (volume, sandbox, dir) = tokio::join!(volume, sandbox, dir);
                 if let Ok(d) = &dir {
                     pod.dir = Some(d.clone());
                 }
                 volume?;
-                let sandbox = sandbox?;
+                let (sandbox, tunnel) = sandbox?;
+                pod.tunnel = tunnel;
                 let dir = dir?;
                 agent::open_run_dir(&dir)?;
                 (sandbox, dir)
             }
         };
+        let tunnel = match (dial_out, &pod.tunnel) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t.clone()),
+            (true, None) => {
+                return Err(BackendError::Internal(format!(
+                    "pod {pod_id} has no agent tunnel in dial-out mode"
+                )));
+            }
+        };
 
         let (agent_bin, dir) = (&agent_bin, &dir);
-        let creates = spec.containers.iter().enumerate().map(|(i, c)| {
+        let mut waiting = HashMap::new();
+        let mut creates = Vec::with_capacity(spec.containers.len());
+        for (i, c) in spec.containers.iter().enumerate() {
             let body = self.container_body(spec, c, &sandbox, &pod.volume, labels(&c.name));
             self.report(PodEvent::Creating {
                 pod: pod_id.clone(),
@@ -447,15 +517,30 @@ impl DockerBackend {
                 image: body.image.clone().unwrap_or_default(),
             });
             let name = format!("{pod_id}-{}", sanitize(&c.name));
-            let socket = agent::socket_name(dir, i, &c.name);
-            async move {
-                let body = self
-                    .run_agent_in(body, agent_bin, dir, &socket, &c.name)
-                    .await?;
+            let reach = match &tunnel {
+                Some(t) => {
+                    let (token, pending) = t
+                        .expect(&pod_id, &c.name)
+                        .map_err(|e| BackendError::Rejected(e.to_string()))?;
+                    waiting.insert(c.name.clone(), agent::Waiting::Dial(pending));
+                    agent::Reach::Dial {
+                        addr: t.local_addr(),
+                        pod: &pod_id,
+                        token,
+                    }
+                }
+                None => {
+                    let socket = agent::socket_name(dir, i, &c.name);
+                    waiting.insert(c.name.clone(), agent::Waiting::Socket(dir.join(&socket)));
+                    agent::Reach::Socket { dir, socket }
+                }
+            };
+            creates.push(async move {
+                let body = self.run_agent_in(body, agent_bin, reach, &c.name).await?;
                 let id = self.create(&name, &c.name, body).await?;
                 Ok::<_, BackendError>((c.name.clone(), id))
-            }
-        });
+            });
+        }
         let start_sandbox = async {
             if prepared {
                 return Ok(());
@@ -486,7 +571,13 @@ impl DockerBackend {
             .into_iter()
             .collect::<Result<Vec<()>, _>>()?;
         self.phase(pod_id, PodPhase::Started, None);
-        Ok(created.into_iter().collect())
+        Ok(created
+            .into_iter()
+            .filter_map(|(name, id)| {
+                let w = waiting.remove(&name)?;
+                Some((name, (id, w)))
+            })
+            .collect())
     }
 
     /// Provisions a pod on the engine (the cold path).
@@ -510,6 +601,8 @@ impl DockerBackend {
                 volume: format!("{id}-workspace"),
                 id,
                 dir: None,
+                network: None,
+                tunnel: None,
                 containers: HashMap::new(),
             }
         });
@@ -531,18 +624,15 @@ impl DockerBackend {
         {
             Ok(mut containers) => {
                 // Ready when every container's agent answers.
-                let dir = pod.dir.clone().unwrap_or_default();
                 let expected = spec
                     .containers
                     .iter()
-                    .enumerate()
-                    .filter_map(|(i, c)| {
-                        let id = containers.remove(&c.name)?;
-                        let socket = agent::socket_name(&dir, i, &c.name);
-                        Some((c.name.clone(), id, socket, c.resources.limit_memory_bytes))
+                    .filter_map(|c| {
+                        let (id, waiting) = containers.remove(&c.name)?;
+                        Some((c.name.clone(), id, waiting, c.resources.limit_memory_bytes))
                     })
                     .collect();
-                let ready = agent::connect_all(&self.docker, &dir, expected)
+                let ready = agent::connect_all(&self.docker, expected)
                     .instrument(tracing::debug_span!("agents ready", pod = %id))
                     .await;
                 match ready {
@@ -712,6 +802,10 @@ pub struct DockerPod {
     volume: String,
     /// The pod's host directory (under [`gc::pod_dir_root`]), once made.
     dir: Option<PathBuf>,
+    /// Dial-out mode: the pod's network (named before it is made) and the listener its
+    /// agents dial, on the network's gateway. Dropped with the pod.
+    network: Option<String>,
+    tunnel: Option<Arc<DialListener>>,
     containers: HashMap<String, Arc<dyn StepRunner>>,
 }
 
@@ -724,6 +818,16 @@ impl DockerPod {
     /// The pod's directory on the host, where the agents' sockets live.
     pub fn host_dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    /// The pod's own network, in dial-out mode.
+    pub fn network(&self) -> Option<&str> {
+        self.network.as_deref()
+    }
+
+    /// Where the pod's agents dial in, in dial-out mode.
+    pub fn tunnel_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tunnel.as_ref().map(|t| t.local_addr())
     }
 }
 
@@ -744,7 +848,7 @@ impl Pod for DockerPod {
     }
 
     /// Removes the pod's containers (found by label, so also those of a provisioning that
-    /// failed half-way), its volume and its host directory.
+    /// failed half-way), its network, its volume and its host directory.
     #[tracing::instrument(level = "debug", skip(self), fields(pod = %self.id))]
     async fn teardown(&self) -> Result<(), BackendError> {
         let filters = HashMap::from([(
@@ -779,6 +883,13 @@ impl Pod for DockerPod {
             for r in futures::future::join_all(removals).await {
                 r?;
             }
+        }
+        if let Some(tunnel) = &self.tunnel {
+            tunnel.forget(&self.id);
+        }
+        // Once no container is attached to it.
+        if let Some(network) = &self.network {
+            network::remove(&self.docker, network).await?;
         }
         gc::remove_volume(&self.docker, &self.volume).await?;
         if let Some(dir) = &self.dir {

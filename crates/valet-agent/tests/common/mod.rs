@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use valet_agent::AgentRunner;
+use valet_agent::{AgentRunner, DialListener};
 use valet_backend::{Backend, BackendError, Pod, ProvisionRequest, StepRunner};
 
 /// An agent process serving on a socket; killed (TERM, then KILL) when dropped.
@@ -112,8 +112,40 @@ pub fn descendants(pid: i32) -> Vec<(i32, char)> {
     out
 }
 
-/// A backend whose pod is a temp directory and one host agent per container.
+/// Starts `valet-agent serve --dial` for container `name` of `pod`, its token in its
+/// environment, in `dir`, and waits for it to dial `listener`.
+pub async fn start_dialling_agent(
+    listener: &DialListener,
+    pod: &str,
+    dir: &Path,
+    name: &str,
+) -> HostAgent {
+    let (token, pending) = listener.expect(pod, name).expect("a token");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_valet-agent"))
+        .args(["serve", "--dial", &listener.local_addr().to_string()])
+        .args(["--pod", pod, "--container", name])
+        .env(valet_agent::dial::TOKEN_ENV, token.expose())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start valet-agent");
+    let runner = pending
+        .connect(dir, Duration::from_secs(10))
+        .await
+        .expect("the agent dials in and answers");
+    HostAgent {
+        child,
+        socket: PathBuf::new(),
+        runner,
+    }
+}
+
+/// A backend whose pod is a temp directory and one host agent per container, each serving
+/// on a unix socket.
 pub struct HostAgentBackend;
+
+/// The same, but each pod's agents dial a tunnel listener of the pod on 127.0.0.1.
+pub struct HostDialBackend;
 
 struct HostPod {
     id: String,
@@ -121,6 +153,7 @@ struct HostPod {
     workspace: PathBuf,
     agents: Mutex<Vec<HostAgent>>,
     runners: Vec<(String, Arc<dyn StepRunner>)>,
+    _tunnel: Option<DialListener>,
 }
 
 #[async_trait::async_trait]
@@ -130,36 +163,64 @@ impl Backend for HostAgentBackend {
     }
 
     async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
-        let spec = &req.spec;
-        let dir = tempfile::tempdir().map_err(|e| BackendError::Internal(e.to_string()))?;
-        // Canonical, so `pwd` in a step prints the same path.
-        let root = dir
-            .path()
-            .canonicalize()
-            .map_err(|e| BackendError::Internal(e.to_string()))?;
-        // Sockets apart from the workspace, as on Docker (a new workspace is empty).
-        let (workspace, run) = (root.join("ws"), root.join("run"));
-        for d in [&workspace, &run] {
-            std::fs::create_dir(d).map_err(|e| BackendError::Internal(e.to_string()))?;
-        }
-        let mut agents = Vec::new();
-        let mut runners = Vec::new();
-        for c in &spec.containers {
-            let agent = start_agent(&run, &workspace, &c.name, &[], &[]).await;
-            runners.push((
-                c.name.clone(),
-                Arc::new(agent.runner.clone()) as Arc<dyn StepRunner>,
-            ));
-            agents.push(agent);
-        }
-        Ok(Box::new(HostPod {
-            id: format!("host-{}", spec.name),
-            dir: Mutex::new(Some(dir)),
-            workspace,
-            agents: Mutex::new(agents),
-            runners,
-        }))
+        provision_host(req, false).await
     }
+}
+
+#[async_trait::async_trait]
+impl Backend for HostDialBackend {
+    fn name(&self) -> &'static str {
+        "host-agent-dial"
+    }
+
+    async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
+        provision_host(req, true).await
+    }
+}
+
+async fn provision_host(req: &ProvisionRequest, dial: bool) -> Result<Box<dyn Pod>, BackendError> {
+    let spec = &req.spec;
+    let dir = tempfile::tempdir().map_err(|e| BackendError::Internal(e.to_string()))?;
+    // Canonical, so `pwd` in a step prints the same path.
+    let root = dir
+        .path()
+        .canonicalize()
+        .map_err(|e| BackendError::Internal(e.to_string()))?;
+    // Sockets apart from the workspace, as on Docker (a new workspace is empty).
+    let (workspace, run) = (root.join("ws"), root.join("run"));
+    for d in [&workspace, &run] {
+        std::fs::create_dir(d).map_err(|e| BackendError::Internal(e.to_string()))?;
+    }
+    let mut agents = Vec::new();
+    let mut runners = Vec::new();
+    let tunnel = match dial {
+        true => Some(
+            DialListener::bind("127.0.0.1:0".parse().unwrap())
+                .await
+                .map_err(|e| BackendError::Internal(e.to_string()))?,
+        ),
+        false => None,
+    };
+    let id = format!("host-{}", spec.name);
+    for c in &spec.containers {
+        let agent = match &tunnel {
+            Some(t) => start_dialling_agent(t, &id, &workspace, &c.name).await,
+            None => start_agent(&run, &workspace, &c.name, &[], &[]).await,
+        };
+        runners.push((
+            c.name.clone(),
+            Arc::new(agent.runner.clone()) as Arc<dyn StepRunner>,
+        ));
+        agents.push(agent);
+    }
+    Ok(Box::new(HostPod {
+        id,
+        dir: Mutex::new(Some(dir)),
+        workspace,
+        agents: Mutex::new(agents),
+        runners,
+        _tunnel: tunnel,
+    }))
 }
 
 #[async_trait::async_trait]
