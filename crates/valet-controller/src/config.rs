@@ -130,10 +130,14 @@ pub struct Config {
     /// Builds that may wait at once; past it, triggers are refused (503) and store nothing.
     pub max_queued: usize,
     pub repositories: Vec<Repo>,
+    /// The top-level `webhook_secret`: a delivery for a repository not configured here is
+    /// answered as ignored only when it is signed with it (else as a bad signature, so the
+    /// configured names cannot be probed).
+    pub webhook_secret: Option<String>,
 }
 
 /// A repository, checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Repo {
     pub name: String,
     pub url: String,
@@ -371,6 +375,7 @@ impl Config {
             step_log_limit,
             max_queued,
             repositories,
+            webhook_secret: raw.webhook_secret.clone(),
         })
     }
 

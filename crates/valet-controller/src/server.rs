@@ -194,13 +194,37 @@ async fn deliver(
         }
     };
     let Some(repo) = c.find_repo(&d.repo_keys).cloned() else {
-        return ignored(&c, unknown_repo(&d));
+        // Only a sender that knows the shared secret learns that a name is not configured;
+        // anyone else gets what a wrong signature for a configured repository gets.
+        let shared = c.inner.config.webhook_secret.clone().map(|secret| Repo {
+            secret,
+            ..Repo::default()
+        });
+        return match shared.as_ref().map(|r| verify(r, &body)) {
+            Some(Ok(())) => ignored(&c, unknown_repo(&d)),
+            Some(Err(why)) => {
+                c.inner.metrics.delivery("unauthorized");
+                error(StatusCode::UNAUTHORIZED, why)
+            }
+            None => {
+                c.inner.metrics.delivery("unauthorized");
+                error(StatusCode::UNAUTHORIZED, unverifiable(source))
+            }
+        };
     };
     if let Err(why) = verify(&repo, &body) {
         c.inner.metrics.delivery("unauthorized");
         return error(StatusCode::UNAUTHORIZED, why);
     }
     accept(&c, &repo, d.action, source, delivery).await
+}
+
+/// What a delivery that cannot be verified gets: the words of a wrong signature or token.
+fn unverifiable(source: &str) -> &'static str {
+    match source {
+        "gitlab" => "the token does not match",
+        _ => "the signature does not match the body",
+    }
 }
 
 fn unknown_repo(d: &Delivery) -> String {

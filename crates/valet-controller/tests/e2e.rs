@@ -302,7 +302,12 @@ async fn gitlab_tokens_and_generic_hmac_start_builds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignored_deliveries_and_unknown_repositories_are_202_without_a_build() {
     let repo = Repo::new(GOOD);
-    let s = Server::start(&repo, "    branches: [main]\n", "").await;
+    let s = Server::start(
+        &repo,
+        "    branches: [main]\n",
+        &format!("webhook_secret: \"{SECRET}\"\n"),
+    )
+    .await;
     let head = repo.head();
     // A branch outside the filter.
     let r = s.github_push("feature/x", &head, "i-1").await;
@@ -762,4 +767,36 @@ async fn malformed_api_requests_get_json_errors_and_resume_points_do_not_wrap() 
     let all = request(s.addr, "GET", &format!("/api/builds/{id}/events"), &[], b"").await;
     assert!(all.body.contains("data:"), "{}", all.body);
     s.stop().await;
+}
+
+/// Whether a repository is configured cannot be probed: without the shared webhook secret, a
+/// delivery for an unknown repository gets exactly what a wrongly signed delivery for a
+/// configured one gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_known_repositories_answer_alike_to_a_wrong_signature() {
+    let repo = Repo::new(GOOD);
+    for top in ["", "webhook_secret: \"shared-secret\"\n"] {
+        let s = Server::start(&repo, "", top).await;
+        let head = repo.head();
+        let known = github_push_body("main", &head);
+        let unknown = known
+            .replace("org/app", "org/other")
+            .replace("\"app\"", "\"other\"");
+        let mut answers = Vec::new();
+        for body in [&known, &unknown] {
+            let sig = hmac_sha256_header(b"a guess", body.as_bytes());
+            let r = s
+                .post(
+                    "/hooks/github",
+                    &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
+                    body.as_bytes(),
+                )
+                .await;
+            answers.push((r.status, r.body));
+        }
+        assert_eq!(answers[0].0, 401, "{answers:?}");
+        assert_eq!(answers[0], answers[1], "with `{top}`");
+        assert!(s.builds().await.is_empty());
+        s.stop().await;
+    }
 }
