@@ -172,6 +172,25 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// What of `spec` this backend will not give the pod, one sentence each, for the
+    /// runtime to tell the user before the pod starts (nothing is dropped silently). By
+    /// default: every volume, since the shared workspace is the only one a backend must
+    /// provide.
+    fn unsupported(&self, spec: &PodSpec) -> Vec<String> {
+        spec.volumes
+            .iter()
+            .map(|v| {
+                let source = v.source.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
+                format!(
+                    "the {} backend does not mount volumes: {}{source} at {} is left out (only the workspace is shared)",
+                    self.name(),
+                    v.kind,
+                    v.mount_path
+                )
+            })
+            .collect()
+    }
+
     /// Gauges and counters of the backend's own (warm pool sizes, pods taken from it), for
     /// `/metrics`: `(name, help, value)`, names without the `valet_backend_` prefix.
     fn metrics(&self) -> Vec<Metric> {

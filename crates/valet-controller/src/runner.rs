@@ -451,6 +451,10 @@ impl Backend for Timed {
         self.inner.notice()
     }
 
+    fn unsupported(&self, spec: &valet_backend::PodSpec) -> Vec<String> {
+        self.inner.unsupported(spec)
+    }
+
     async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
         let t = Instant::now();
         let pod = self.inner.provision(req).await?;

@@ -817,6 +817,9 @@ impl<'a> Interp<'a> {
         label: Option<String>,
         spec: valet_backend::PodSpec,
     ) -> R<(Arc<dyn valet_backend::Pod>, Instant)> {
+        for missing in self.backend.unsupported(&spec) {
+            self.notice(NoticeLevel::Warning, missing).await;
+        }
         let queued = Instant::now();
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel();
         let req = ProvisionRequest {

@@ -515,3 +515,25 @@ node {
     assert!(events.contains("to ****"), "{events}");
     assert!(r.output().contains("> ****"), "{}", r.output());
 }
+
+/// A volume the backend does not mount is named in a warning before the pod starts, not
+/// dropped without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_the_backend_does_not_mount_is_named_in_a_warning() {
+    let r = common::run(
+        r#"
+podTemplate(volumes: [hostPathVolume(hostPath: '/var/run/docker.sock', mountPath: '/var/run/docker.sock')]) {
+    node(POD_LABEL) {
+        sh 'true'
+    }
+}
+"#,
+    )
+    .await;
+    assert_eq!(r.outcome.result, BuildResult::Success, "{}", r.output());
+    let warned = r.events.iter().any(|e| {
+        matches!(e, Event::Notice { message, .. }
+            if message.contains("hostPath /var/run/docker.sock at /var/run/docker.sock is left out"))
+    });
+    assert!(warned, "{:#?}", r.events);
+}
