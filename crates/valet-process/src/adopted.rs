@@ -86,10 +86,7 @@ fn convert(st: std::process::ExitStatus) -> Exit {
 /// Reaps the zombie children that are orphans of steps (see the module documentation).
 pub(crate) fn reap() {
     let mut guard = lock();
-    let Some(state) = guard.as_mut() else {
-        // Nothing was started here: no child of this process is a step's.
-        return;
-    };
+    let state = guard.get_or_insert_with(State::default);
     let me = std::process::id() as i32;
     let my_session = nix::unistd::getsid(None).map(|s| s.as_raw()).unwrap_or(-1);
     let mut orphans = Vec::new();
