@@ -161,10 +161,9 @@ impl Backend for LocalBackend {
             );
         }
         let id = format!("local-{}-{n}", sanitize(&spec.name));
-        let marks = Marks::new().with(OWNER_VAR, current_owner()).with(
-            POD_VAR,
-            PODS.fetch_add(1, Ordering::Relaxed).to_string(),
-        );
+        let marks = Marks::new()
+            .with(OWNER_VAR, current_owner())
+            .with(POD_VAR, PODS.fetch_add(1, Ordering::Relaxed).to_string());
         Ok(Box::new(LocalPod {
             id,
             dir,
@@ -194,10 +193,7 @@ impl Backend for LocalBackend {
                 let cmd = valet_process::marks::cmdline(pid);
                 removed.push(format!("process {pid} ({cmd})"));
             }
-            Marks::new()
-                .with(OWNER_VAR, owner)
-                .end(ORPHAN_GRACE)
-                .await;
+            Marks::new().with(OWNER_VAR, owner).end(ORPHAN_GRACE).await;
         }
         valet_process::reap_orphans();
         Ok(removed)

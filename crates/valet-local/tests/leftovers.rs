@@ -50,7 +50,10 @@ fn running_with(marker: &str) -> Vec<i32> {
         if !found.is_empty() {
             return found;
         }
-        assert!(Instant::now() < deadline, "no process with {marker} started");
+        assert!(
+            Instant::now() < deadline,
+            "no process with {marker} started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -165,20 +168,22 @@ async fn collect_orphans_ends_what_a_dead_owner_left_and_only_that() {
         .expect("collect");
     for pid in &orphans {
         assert!(
-            removed.iter().any(|l| l.starts_with(&format!("process {pid} "))),
+            removed
+                .iter()
+                .any(|l| l.starts_with(&format!("process {pid} "))),
             "{pid} not in {removed:?}"
         );
     }
     let left = processes_with(&dead_m);
-    assert!(left.is_empty(), "what the dead owner left runs on: {left:?}");
+    assert!(
+        left.is_empty(),
+        "what the dead owner left runs on: {left:?}"
+    );
     assert!(
         !processes_with(&live_m).is_empty(),
         "what a live owner started was touched"
     );
-    assert!(
-        !removed.iter().any(|l| l.contains(&live_m)),
-        "{removed:?}"
-    );
+    assert!(!removed.iter().any(|l| l.contains(&live_m)), "{removed:?}");
 
     // The live owner's own scope takes its processes.
     let owner = owner_of(live.id()).expect("the owner runs");

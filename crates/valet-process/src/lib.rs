@@ -446,7 +446,8 @@ impl Control {
     /// KILL, after a bounded wait for processes that do not go away).
     pub async fn cancel(&self, grace: Duration) {
         let mut exit = self.inner.exit.clone();
-        let done = |exit: &watch::Receiver<Option<Exit>>| exit.borrow().is_some() && !self.stragglers();
+        let done =
+            |exit: &watch::Receiver<Option<Exit>>| exit.borrow().is_some() && !self.stragglers();
         if done(&exit) {
             return;
         }
