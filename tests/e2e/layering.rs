@@ -40,9 +40,13 @@ fn dependencies_point_one_way() {
         ("valet-plan", &["valet-dsl"]),
         // The contract: pod types, the provision request, the trait. It knows no planner.
         ("valet-backend", &[]),
-        ("valet-local", &["valet-backend"]),
-        // The step protocol: its client implements the backend contract's `StepRunner`.
-        ("valet-agent", &["valet-backend"]),
+        // Running a step as host processes, for the agent and the local backend alike: it
+        // knows no transport and no backend contract.
+        ("valet-process", &[]),
+        ("valet-local", &["valet-backend", "valet-process"]),
+        // The step protocol: its client implements the backend contract's `StepRunner`, its
+        // server runs steps through valet-process.
+        ("valet-agent", &["valet-backend", "valet-process"]),
         ("valet-docker", &["valet-backend", "valet-agent"]),
         // The one place backends are built: each adapter is one enum arm here.
         (

@@ -21,6 +21,12 @@ pub fn current_owner() -> &'static str {
     })
 }
 
+/// The owner string of process `pid` of this machine, while it runs: what that process's
+/// [`current_owner`] is.
+pub fn owner_of(pid: u32) -> Option<String> {
+    Some(format!("{}/{pid}/{}", boot_id(), start_ticks(pid)?))
+}
+
 /// Whether the process that owns objects labelled `owner` is still running.
 pub fn owner_alive(owner: &str) -> bool {
     let mut parts = owner.splitn(3, '/');
@@ -86,6 +92,10 @@ mod tests {
     #[test]
     fn this_process_is_alive_and_a_made_up_one_is_not() {
         assert!(owner_alive(current_owner()));
+        assert_eq!(
+            owner_of(std::process::id()).as_deref(),
+            Some(current_owner())
+        );
         let (boot, rest) = current_owner().split_once('/').unwrap();
         let (pid, _) = rest.split_once('/').unwrap();
         assert!(

@@ -1,6 +1,7 @@
 //! `valet serve` as a process: a bad configuration is refused at start, and a controller
 //! killed with SIGKILL while builds run and wait loses none of them and runs no step twice;
-//! on Docker, the pods it left are removed when it starts again.
+//! on Docker, the pods it left are removed when it starts again, and on the local backend the
+//! processes its builds left, also outside their process groups, are ended.
 
 mod common;
 
@@ -300,4 +301,105 @@ fn a_build_whose_backend_is_unavailable_ends_in_error_saying_so() {
         reason.contains("the docker backend is not available"),
         "{b:#}"
     );
+}
+
+/// The live processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn after_kill_9_the_next_start_ends_what_a_local_build_left_outside_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    // A sleep duration no other process has in its command line.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let m = format!("3{:05}.{:09}", std::process::id() % 100_000, nanos);
+    // The escaped process leaves the step's group and session, the build's directory and
+    // its WORKSPACE variable: only the owner mark it inherited still ties it to the build.
+    std::fs::write(
+        repo.join("Jenkinsfile"),
+        format!(
+            "node {{\n  sh \"setsid sh -c 'cd / && unset WORKSPACE && sleep {m}' &\"\n  sh 'sleep 300'\n}}\n"
+        ),
+    )
+    .unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    git(&repo, &["add", "Jenkinsfile"]);
+    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    let config = dir.path().join("valet.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ndata_dir: data\nrepositories:\n  - name: app\n    url: {}\n    secret: s3cret\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+
+    let (mut first, addr) = serve(&config);
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/api/repos/app/builds",
+        r#"{"branch":"main"}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if !processes_with(&m).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the escaped process never started: {:#?}",
+            builds(addr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+    assert!(
+        !processes_with(&m).is_empty(),
+        "nothing ends it while no controller runs"
+    );
+
+    let (mut second, addr) = serve(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = &builds(addr)[0];
+        let left = processes_with(&m);
+        if !b["result"].is_null() && left.is_empty() {
+            assert_eq!(b["result"], "ERROR", "{b:#}");
+            assert_eq!(b["reason"], "controller restarted", "{b:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "within 30 s of the restart: {b:#}, still running: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
 }

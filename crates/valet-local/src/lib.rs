@@ -1,20 +1,55 @@
 //! `valet-local`: the local backend. A pod is a directory; a container is only a name.
 //!
-//! Every step runs as a host process, in its own process group (so that cancelling a step
-//! ends everything it started, background children included: TERM to the group, a grace
-//! period, then KILL). Output is streamed as it is read. Images are not used; the backend
-//! says so once through [`Backend::notice`].
+//! Every step runs as a host process through [`valet_process::Runner`], in its own process
+//! group (so that cancelling a step ends everything it started, background children
+//! included: TERM to the group, a grace period, then KILL). Output is streamed as it is
+//! read. Images are not used; the backend says so once through [`Backend::notice`].
 //!
-//! What it is not: a sandbox. Steps run as the user running valet, with that user's rights.
-
-mod process;
+//! No process of a build outlives it, also not one that left its group (`setsid … &`):
+//! every process a step starts carries marks in its environment ([`OWNER_VAR`]: the valet
+//! process, [`POD_VAR`]: the pod, [`STEP_VAR`]: the step), inherited by all it starts. A
+//! cancel ends the processes carrying the step's marks, a teardown those carrying the pod's,
+//! and [`Backend::collect_orphans`] those whose owner is gone (a `valet` killed with
+//! SIGKILL), found through `/proc`. The valet process makes itself a child subreaper, so
+//! such processes are handed to it when their parents end, and reaped by it.
+//!
+//! What it is not: a sandbox. Steps run as the user running valet, with that user's rights;
+//! a process that clears its environment (`env -i`) and leaves its group escapes the marks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use valet_backend::{Backend, BackendError, Command, Execution, Pod, ProvisionRequest, StepRunner};
+use valet_backend::owner::{Scope, current_owner};
+use valet_backend::{
+    Backend, BackendError, Command, Execution, ExecutionHandle, ExitStatus, Output, Pod,
+    ProvisionRequest, StepRunner,
+};
+use valet_process::{Marks, Process, Runner, SpawnError, Spec, Stream};
+
+/// The environment variable naming the valet process a step's processes belong to
+/// (`valet_backend::owner::current_owner`).
+pub const OWNER_VAR: &str = "VALET_OWNER";
+/// The environment variable naming the pod a step's processes belong to (unique within
+/// the owner).
+pub const POD_VAR: &str = "VALET_POD";
+/// The environment variable naming the step a process belongs to (unique within the owner).
+pub const STEP_VAR: &str = "VALET_STEP";
+
+/// How long what a pod left gets to end after TERM at teardown, before KILL.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long what a dead owner left gets to end after TERM, before KILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(1);
+/// Output pieces buffered between the pipes and the reader: a slow reader holds the
+/// process back.
+const OUTPUT: usize = 64;
+
+/// Pods and steps of this process, numbered across every backend instance it has, so the
+/// marks of two pods never match each other.
+static PODS: AtomicU64 = AtomicU64::new(1);
+static STEPS: AtomicU64 = AtomicU64::new(1);
 
 /// The default `PATH` when neither the spec nor the command gives one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -29,6 +64,12 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// Pods under `root`; with `keep`, teardown leaves their workspaces in place.
     pub fn new(root: impl Into<PathBuf>, keep: bool) -> Self {
+        // Processes that leave a step's group are handed to this process when their parent
+        // ends, so they are reaped here and stay countable; without it (an old kernel) the
+        // marks still find them.
+        if let Err(e) = valet_process::become_subreaper() {
+            tracing::debug!(error = %e, "not a child subreaper");
+        }
         LocalBackend {
             root: root.into(),
             keep,
@@ -120,15 +161,42 @@ impl Backend for LocalBackend {
             );
         }
         let id = format!("local-{}-{n}", sanitize(&spec.name));
+        let marks = Marks::new()
+            .with(OWNER_VAR, current_owner())
+            .with(POD_VAR, PODS.fetch_add(1, Ordering::Relaxed).to_string());
         Ok(Box::new(LocalPod {
             id,
             dir,
             workspace,
             keep: self.keep,
             containers,
+            marks,
             groups: Arc::new(Mutex::new(Vec::new())),
             gone: Arc::new(AtomicBool::new(false)),
         }))
+    }
+
+    /// Ends the processes carrying the owner mark of an owner in `scope` (TERM, a grace
+    /// period, KILL): after a `valet` was killed with SIGKILL, what its steps left running.
+    /// The pods' directories are not looked for: they are temporary directories.
+    async fn collect_orphans(&self, scope: &Scope) -> Result<Vec<String>, BackendError> {
+        let mut owners: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for (pid, owner) in valet_process::marks::marked_with(OWNER_VAR) {
+            if scope.covers(Some(&owner)) {
+                owners.entry(owner).or_default().push(pid);
+            }
+        }
+        let mut removed = Vec::new();
+        for (owner, mut pids) in owners {
+            pids.sort_unstable();
+            for pid in pids {
+                let cmd = valet_process::marks::cmdline(pid);
+                removed.push(format!("process {pid} ({cmd})"));
+            }
+            Marks::new().with(OWNER_VAR, owner).end(ORPHAN_GRACE).await;
+        }
+        valet_process::reap_orphans();
+        Ok(removed)
     }
 }
 
@@ -139,6 +207,8 @@ struct LocalPod {
     keep: bool,
     /// Container name → its environment from the spec.
     containers: HashMap<String, BTreeMap<String, String>>,
+    /// What every process of the pod carries: the owner and the pod.
+    marks: Marks,
     /// Process groups started in this pod; teardown kills what is left of them.
     groups: Arc<Mutex<Vec<i32>>>,
     gone: Arc<AtomicBool>,
@@ -167,6 +237,7 @@ impl Pod for LocalPod {
         Ok(Arc::new(LocalRunner {
             workspace: self.workspace.clone(),
             env: env.clone(),
+            marks: self.marks.clone(),
             groups: self.groups.clone(),
             gone: self.gone.clone(),
         }))
@@ -177,8 +248,14 @@ impl Pod for LocalPod {
         let groups: Vec<i32> =
             std::mem::take(&mut *self.groups.lock().unwrap_or_else(|e| e.into_inner()));
         for g in groups {
-            process::kill_group(g, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(g),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
+        // What left the groups (`setsid … &`, daemons) still carries the pod's marks.
+        self.marks.end(TEARDOWN_GRACE).await;
+        valet_process::reap_orphans();
         if !self.keep && self.dir.exists() {
             remove_dir(&self.dir).await?;
         }
@@ -209,6 +286,7 @@ async fn remove_dir(dir: &Path) -> Result<(), BackendError> {
 struct LocalRunner {
     workspace: PathBuf,
     env: BTreeMap<String, String>,
+    marks: Marks,
     groups: Arc<Mutex<Vec<i32>>>,
     gone: Arc<AtomicBool>,
 }
@@ -219,9 +297,6 @@ impl StepRunner for LocalRunner {
         if self.gone.load(Ordering::SeqCst) {
             return Err(BackendError::Lost("the pod was torn down".into()));
         }
-        let Some((program, args)) = cmd.argv.split_first() else {
-            return Err(BackendError::Rejected("an empty command".into()));
-        };
         let cwd = match &cmd.cwd {
             Some(p) => self.workspace.join(p),
             None => self.workspace.clone(),
@@ -230,10 +305,59 @@ impl StepRunner for LocalRunner {
         env.extend(cmd.env);
         env.entry("PATH".into())
             .or_insert_with(|| DEFAULT_PATH.into());
-        let exec = process::spawn(program, args, &env, &cwd, cmd.stdin)?;
+        let step = STEPS.fetch_add(1, Ordering::Relaxed);
+        let spec = Spec {
+            argv: cmd.argv,
+            env: env.into_iter().collect(),
+            clear_env: true,
+            cwd: Some(cwd),
+            // Steps run as the user running valet: switching users is not the local backend's.
+            user: None,
+            stdin: cmd.stdin,
+            output_cap: None,
+            marks: self.marks.clone().with(STEP_VAR, step.to_string()),
+        };
+        let mut process = Runner::own_children().spawn(spec).map_err(|e| match e {
+            SpawnError::Empty
+            | SpawnError::BadUser(_)
+            | SpawnError::NoDirectory(_)
+            | SpawnError::NotFound(_) => BackendError::Rejected(e.to_string()),
+            SpawnError::PermissionDenied { .. } | SpawnError::Io { .. } => {
+                BackendError::Internal(e.to_string())
+            }
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(OUTPUT);
+        process.stream(tx, |stream, data| match stream {
+            Stream::Stdout => Output::Stdout(data),
+            Stream::Stderr => Output::Stderr(data),
+        });
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        groups.retain(|g| process::group_alive(*g));
-        groups.push(exec.1);
-        Ok(exec.0)
+        groups.retain(|g| valet_process::group_alive(*g));
+        groups.push(process.pid() as i32);
+        Ok(Execution {
+            output: rx,
+            handle: Box::new(LocalHandle(process)),
+        })
+    }
+}
+
+/// A step on the host; dropped before its end, it kills what the step runs.
+struct LocalHandle(Process);
+
+fn status(exit: valet_process::Exit) -> ExitStatus {
+    match exit {
+        valet_process::Exit::Code(c) => ExitStatus::Code(c),
+        valet_process::Exit::Signal(s) => ExitStatus::Signal(s),
+    }
+}
+
+#[async_trait::async_trait]
+impl ExecutionHandle for LocalHandle {
+    async fn wait(&mut self) -> Result<ExitStatus, BackendError> {
+        Ok(status(self.0.wait().await.exit))
+    }
+
+    async fn cancel(&mut self, grace: Duration) -> Result<ExitStatus, BackendError> {
+        Ok(status(self.0.cancel(grace).await.exit))
     }
 }
