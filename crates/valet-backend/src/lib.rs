@@ -16,9 +16,11 @@ pub mod conformance;
 pub mod fake;
 pub mod owner;
 pub mod pod;
+pub mod policy;
 pub mod request;
 
 pub use pod::{ContainerSpec, Demand, EnvRef, PodSpec, Port, Resources, Volume};
+pub use policy::{ContainerPolicy, PolicyError};
 pub use request::{BuildIdentity, PodEvent, PodEvents, PodPhase, ProvisionRequest};
 
 /// Why a backend operation failed. Retry policy is decided above, in one place.

@@ -245,3 +245,56 @@ fn valet_serve_with_the_fake_backend_records_the_pod_phases_of_a_build() {
         assert!(phases.contains(&phase), "{phase} missing from {phases:?}");
     }
 }
+
+/// The container policy: `privileged: true` is refused unless allowed, before any backend
+/// sees the pod; a container without a CPU limit gets the default one.
+#[test]
+fn privileged_containers_are_refused_unless_allowed_and_cpu_limits_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Jenkinsfile");
+    std::fs::write(
+        &file,
+        "podTemplate(containers: [containerTemplate(name: 'dind', image: 'docker:dind', privileged: true)]) {\n  node(POD_LABEL) {\n    container('dind') { sh 'true' }\n  }\n}\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str], record: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_valet"))
+            .args(["run", "--backend", "fake", "--backend-opt"])
+            .arg(format!("record={}", record.display()))
+            .args(extra)
+            .arg(&file)
+            .output()
+            .expect("valet runs")
+    };
+    let refused = dir.path().join("refused.jsonl");
+    let out = run(&[], &refused);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("'dind' asks to be privileged"), "{text}");
+    assert!(
+        provisions(&calls(&refused)).is_empty(),
+        "nothing was provisioned"
+    );
+
+    let allowed = dir.path().join("allowed.jsonl");
+    let out = run(
+        &["--allow-privileged", "--default-cpu-limit", "1500"],
+        &allowed,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = calls(&allowed);
+    let p = provisions(&calls);
+    let c = p[0]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "dind")
+        .expect("the dind container");
+    assert_eq!(c["privileged"], true, "{c:#}");
+    assert_eq!(c["resources"]["limit_cpu_millis"], 1500, "{c:#}");
+}

@@ -111,7 +111,26 @@ struct RawConfig {
     #[serde(default)]
     webhook_secret: Option<String>,
     #[serde(default)]
+    container_policy: Option<Spanned<RawContainerPolicy>>,
+    #[serde(default)]
     repositories: Vec<Spanned<RepoConfig>>,
+}
+
+/// `container_policy:` as written; see [`valet_backend::ContainerPolicy`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainerPolicy {
+    #[serde(default)]
+    allow_privileged: bool,
+    #[serde(default)]
+    require_non_root: bool,
+    /// Millicores; 0 for none.
+    #[serde(default = "default_cpu_limit")]
+    default_cpu_limit_millis: u64,
+}
+
+fn default_cpu_limit() -> u64 {
+    valet_backend::policy::DEFAULT_CPU_LIMIT_MILLIS
 }
 
 /// The controller's configuration, checked.
@@ -134,6 +153,8 @@ pub struct Config {
     /// answered as ignored only when it is signed with it (else as a bad signature, so the
     /// configured names cannot be probed).
     pub webhook_secret: Option<String>,
+    /// What pipelines' containers are allowed (privilege, user) and their default CPU limit.
+    pub container_policy: valet_backend::ContainerPolicy,
 }
 
 /// A repository, checked.
@@ -376,6 +397,16 @@ impl Config {
             max_queued,
             repositories,
             webhook_secret: raw.webhook_secret.clone(),
+            container_policy: raw
+                .container_policy
+                .as_ref()
+                .map(|p| valet_backend::ContainerPolicy {
+                    allow_privileged: p.value.allow_privileged,
+                    require_non_root: p.value.require_non_root,
+                    default_cpu_limit_millis: (p.value.default_cpu_limit_millis > 0)
+                        .then_some(p.value.default_cpu_limit_millis),
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -633,6 +664,26 @@ repositories:
             e.starts_with("valet.yaml:14:") && e.contains("colour"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_container_policy_defaults_to_no_privilege_and_a_cpu_limit() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(
+            c.container_policy,
+            valet_backend::ContainerPolicy::default()
+        );
+        assert!(!c.container_policy.allow_privileged);
+        let c = parse(&format!(
+            "container_policy:\n  allow_privileged: true\n  default_cpu_limit_millis: 0\n{GOOD}"
+        ))
+        .unwrap();
+        assert!(c.container_policy.allow_privileged);
+        assert_eq!(c.container_policy.default_cpu_limit_millis, None);
+        let e = parse(&format!("container_policy:\n  privileged: yes\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("privileged"), "{e}");
     }
 
     #[test]

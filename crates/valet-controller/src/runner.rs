@@ -379,6 +379,7 @@ fn run_options(c: &Controller, repo: &Repo, b: &BuildRow, co: &Checkout, dir: &P
         }),
         kill_grace: Duration::from_secs(c.inner.config.backend.kill_grace_seconds),
         repository: Some(repo.name.clone()),
+        container_policy: c.inner.config.container_policy.clone(),
     }
 }
 

@@ -85,6 +85,9 @@ pub const LABEL_POOL: &str = "valet.pool";
 /// The process limit of every container.
 pub const PIDS_LIMIT: i64 = 4096;
 
+/// Set on every container that is not privileged: setuid binaries give no privilege.
+const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
+
 /// How the host reaches the agents of a pod.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AgentChannel {
@@ -463,6 +466,7 @@ impl DockerBackend {
                         host_config: Some(HostConfig {
                             pids_limit: Some(16),
                             network_mode: network_name.clone(),
+                            security_opt: Some(vec![NO_NEW_PRIVILEGES.into()]),
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -709,6 +713,9 @@ impl DockerBackend {
                     .map(|m| ((m as i64) * 1024 / 1000).max(2)),
                 pids_limit: Some(PIDS_LIMIT),
                 privileged: Some(c.privileged),
+                // No step gains privileges through a setuid binary (`sudo`, `su`); privilege
+                // is the template's to ask and the operator's to allow (ContainerPolicy).
+                security_opt: (!c.privileged).then(|| vec![NO_NEW_PRIVILEGES.into()]),
                 ..Default::default()
             }),
             ..Default::default()

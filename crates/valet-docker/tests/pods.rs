@@ -184,3 +184,25 @@ async fn a_missing_image_fails_provisioning_with_its_name() {
     };
     assert!(err.to_string().contains("does-not-exist"), "{err}");
 }
+
+/// A step cannot gain privileges through a setuid binary (`no-new-privileges`): privilege
+/// is the template's to ask and the operator's to allow (the runtime's container policy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_gain_no_new_privileges() {
+    let backend = common::backend().await;
+    let pod = backend
+        .provision_spec(&spec("nnp", &["main"]), "b-nnp")
+        .await
+        .expect("provision");
+    let out = collect(
+        pod.runner("main")
+            .expect("runner")
+            .start(Command::shell("grep NoNewPrivs /proc/self/status"))
+            .await
+            .expect("start"),
+    )
+    .await
+    .expect("collect");
+    pod.teardown().await.expect("teardown");
+    assert_eq!(out.stdout.split_whitespace().last(), Some("1"), "{out:?}");
+}

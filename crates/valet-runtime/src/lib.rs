@@ -119,6 +119,9 @@ pub struct RunOptions {
     /// The repository the pipeline comes from (the controller's name for it), for the
     /// backend's labels and fair sharing.
     pub repository: Option<String>,
+    /// What the operator allows a pipeline's containers (privilege, user, default CPU
+    /// limit), applied to every pod before a backend sees it.
+    pub container_policy: valet_backend::ContainerPolicy,
 }
 
 impl Default for RunOptions {
@@ -134,6 +137,7 @@ impl Default for RunOptions {
             scm: None,
             kill_grace: Duration::from_secs(2),
             repository: None,
+            container_policy: valet_backend::ContainerPolicy::default(),
         }
     }
 }

@@ -815,8 +815,13 @@ impl<'a> Interp<'a> {
         &self,
         job: &str,
         label: Option<String>,
-        spec: valet_backend::PodSpec,
+        mut spec: valet_backend::PodSpec,
     ) -> R<(Arc<dyn valet_backend::Pod>, Instant)> {
+        // The operator's policy before any backend sees the pod: privilege, user, CPU.
+        self.opts
+            .container_policy
+            .apply(&mut spec)
+            .map_err(|e| err("valet.PolicyException", e.to_string()))?;
         for missing in self.backend.unsupported(&spec) {
             self.notice(NoticeLevel::Warning, missing).await;
         }

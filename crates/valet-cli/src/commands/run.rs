@@ -90,6 +90,16 @@ pub(crate) struct Args {
     /// `node`, a parallel branch) starts at once (default: $VALET_WARM_POOL, else 0).
     #[arg(long, value_name = "N")]
     warm_pool: Option<usize>,
+    /// Let a template's `privileged: true` through (refused by default: a privileged
+    /// container owns the host).
+    #[arg(long)]
+    allow_privileged: bool,
+    /// Refuse containers that would run as root (a template must set `runAsUser`).
+    #[arg(long)]
+    require_non_root: bool,
+    /// The CPU limit of containers whose template sets none, in millicores (`0`: none).
+    #[arg(long, value_name = "MILLICORES", default_value_t = valet_backend::policy::DEFAULT_CPU_LIMIT_MILLIS)]
+    default_cpu_limit: u64,
 }
 
 const EXIT_ERROR: u8 = 4;
@@ -215,6 +225,12 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         env,
         secrets,
         scm: ScmInfo::detect(std::path::Path::new(&args.file)),
+        container_policy: valet_backend::ContainerPolicy {
+            allow_privileged: args.allow_privileged,
+            require_non_root: args.require_non_root,
+            default_cpu_limit_millis: (args.default_cpu_limit > 0)
+                .then_some(args.default_cpu_limit),
+        },
         ..RunOptions::default()
     };
     opts.artifacts_dir = Some(args.artifacts.clone().unwrap_or_else(|| {
