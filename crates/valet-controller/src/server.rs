@@ -498,24 +498,44 @@ async fn events(
     };
     let stream: futures::stream::BoxStream<'static, Result<SseEvent, Infallible>> = match live {
         Some(live) => live_stream(live, from),
-        None => {
-            let store = c.inner.store.clone();
-            let all = match blocking(move || store.read_events(id)).await {
-                Ok(e) => e,
-                Err(e) => return internal(e),
-            };
-            let items: Vec<Result<SseEvent, Infallible>> = all
-                .into_iter()
-                .enumerate()
-                .skip(from)
-                .map(|(i, e)| Ok(SseEvent::default().id(i.to_string()).data(e)))
-                .collect();
-            Box::pin(futures::stream::iter(items))
-        }
+        None => stored_stream(c.inner.store.events_path(id), from).await,
     };
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// The events of a finished build, read from its file a line at a time as the client takes
+/// them: a request holds one line in memory, however large the file.
+async fn stored_stream(
+    path: std::path::PathBuf,
+    from: usize,
+) -> futures::stream::BoxStream<'static, Result<SseEvent, Infallible>> {
+    use tokio::io::AsyncBufReadExt as _;
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return Box::pin(futures::stream::empty());
+    };
+    let lines = tokio::io::BufReader::new(file).lines();
+    Box::pin(futures::stream::unfold(
+        (lines, 0usize),
+        move |(mut lines, mut i)| async move {
+            loop {
+                let line = match lines.next_line().await {
+                    Ok(Some(l)) => l,
+                    Ok(None) | Err(_) => return None,
+                };
+                if line.is_empty() {
+                    continue;
+                }
+                let index = i;
+                i += 1;
+                if index >= from {
+                    let ev = SseEvent::default().id(index.to_string()).data(line);
+                    return Some((Ok(ev), (lines, i)));
+                }
+            }
+        },
+    ))
 }
 
 fn live_stream(

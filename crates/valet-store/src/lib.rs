@@ -727,6 +727,12 @@ impl Store {
         logs::read_text(&self.log_dir(id).join("steps").join(format!("{step}.log")))
     }
 
+    /// The file holding the events of build `id`, one JSON object per line (it may not
+    /// exist: a build that wrote nothing). For readers that stream it rather than hold it.
+    pub fn events_path(&self, id: BuildId) -> PathBuf {
+        self.log_dir(id).join(logs::EVENTS)
+    }
+
     /// The events of a finished build, one JSON object per item, in order.
     pub fn read_events(&self, id: BuildId) -> Result<Vec<String>, StoreError> {
         let text = logs::read_text(&self.log_dir(id).join(logs::EVENTS))?;
