@@ -799,23 +799,42 @@ impl Sink {
         place: &valet_runtime::Place,
         line: &str,
     ) {
+        self.output_lines(step, stream, place, std::slice::from_ref(&line.to_string()));
+    }
+
+    /// Writes whole lines of one step and stream to the logs, and what was kept of them
+    /// as one event: a step printing many short lines costs the events file one event per
+    /// chunk it wrote, not one per line, so events stay a small multiple of the log.
+    fn output_lines(
+        &mut self,
+        step: Option<u64>,
+        stream: Stream,
+        place: &valet_runtime::Place,
+        lines: &[String],
+    ) {
         let prefix = place
             .branch
             .as_ref()
             .map(|b| format!("[{b}] "))
             .unwrap_or_default();
-        let kept = match self.log.append(step.map(|s| s as i64), &prefix, line) {
-            Ok(k) => k,
-            Err(err) => {
-                self.write_failed(&err);
-                return;
+        let mut text = String::new();
+        for line in lines {
+            match self.log.append(step.map(|s| s as i64), &prefix, line) {
+                Ok(Some(kept)) => text.push_str(&kept),
+                Ok(None) => {}
+                Err(err) => {
+                    self.write_failed(&err);
+                    return;
+                }
             }
-        };
-        let Some(kept) = kept else { return };
+        }
+        if text.is_empty() {
+            return;
+        }
         let ev = Event::Output {
             step,
             stream,
-            text: kept,
+            text,
             place: place.clone(),
         };
         if let Ok(json) = serde_json::to_string(&ev) {
@@ -842,12 +861,10 @@ impl Sink {
                 text,
                 place,
             } => {
-                for line in self
+                let lines = self
                     .lines
-                    .push(*step, *stream, place.branch.as_deref(), text)
-                {
-                    self.output(*step, *stream, place, &line);
-                }
+                    .push(*step, *stream, place.branch.as_deref(), text);
+                self.output_lines(*step, *stream, place, &lines);
                 return;
             }
             Event::StepFinished { id, .. } => {

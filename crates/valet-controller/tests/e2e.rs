@@ -800,3 +800,29 @@ async fn unknown_and_known_repositories_answer_alike_to_a_wrong_signature() {
         s.stop().await;
     }
 }
+
+/// A step printing many short lines (the cheapest way to make events large) costs the
+/// events file a small multiple of the log, not one JSON object per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_many_short_lines_stay_a_small_multiple_of_the_log() {
+    let repo = Repo::new("node {\n  sh 'yes x | head -n 500000'\n}\n");
+    let s = Server::start(&repo, "", "").await;
+    let r = s.github_push("main", &repo.head(), "short-1").await;
+    let id = r.json()["build"].as_i64().unwrap();
+    let b = s.wait_finished(id).await;
+    assert_eq!(b["result"], "SUCCESS", "{b:#}");
+    let logs = s.data_dir().join("logs").join(id.to_string());
+    let size = |name: &str| {
+        std::fs::metadata(logs.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let log = size("log.txt");
+    let events = size("events.jsonl");
+    assert!(log >= 1_000_000, "the log holds the lines: {log} bytes");
+    assert!(
+        events <= 3 * log,
+        "events.jsonl is {events} bytes for a log of {log}"
+    );
+    s.stop().await;
+}
