@@ -4,7 +4,9 @@
 //! the controller), and the model of what a new backend must answer.
 //!
 //! A command "runs" instantly: it prints nothing and exits 0, unless a [`Rule`] matches
-//! its text. Provisioning can be made to fail ([`FakeBackend::fail_provisions`]).
+//! its text. Provisioning can be made to fail ([`FakeBackend::fail_provisions`]). Commands
+//! can be held until a file exists ([`FakeBackend::hold_until`]), for tests that need many
+//! builds running at once and then let them go.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -59,6 +61,8 @@ struct State {
     /// Every call is also appended to this file as a JSON line (for tests that run the
     /// fake in another process: `valet run --backend fake`).
     record: Option<PathBuf>,
+    /// Commands end only once this file exists.
+    hold: Mutex<Option<PathBuf>>,
     next: AtomicU32,
     live_pods: AtomicU64,
 }
@@ -91,6 +95,13 @@ impl FakeBackend {
             stdout: stdout.into(),
             code,
         });
+        self
+    }
+
+    /// Every command started from now on ends only once `file` exists (looked for every
+    /// 50 ms, without holding a thread); a cancel ends it at once.
+    pub fn hold_until(&self, file: PathBuf) -> &Self {
+        *lock(&self.state.hold) = Some(file);
         self
     }
 
@@ -275,10 +286,15 @@ impl StepRunner for FakeRunner {
             }
             None => 0,
         };
-        Ok(Execution {
-            output: rx,
-            handle: Box::new(Done(ExitStatus::Code(code))),
-        })
+        let handle: Box<dyn ExecutionHandle> = match lock(&self.backend.state.hold).clone() {
+            Some(file) => Box::new(Held {
+                file,
+                status: ExitStatus::Code(code),
+                _output: tx,
+            }),
+            None => Box::new(Done(ExitStatus::Code(code))),
+        };
+        Ok(Execution { output: rx, handle })
     }
 }
 
@@ -288,6 +304,27 @@ struct Done(ExitStatus);
 impl ExecutionHandle for Done {
     async fn wait(&mut self) -> Result<ExitStatus, BackendError> {
         Ok(self.0)
+    }
+    async fn cancel(&mut self, _grace: std::time::Duration) -> Result<ExitStatus, BackendError> {
+        Ok(ExitStatus::Signal(15))
+    }
+}
+
+/// A command that ends once a file exists.
+struct Held {
+    file: PathBuf,
+    status: ExitStatus,
+    /// The output stays open while the command "runs".
+    _output: tokio::sync::mpsc::Sender<Output>,
+}
+
+#[async_trait::async_trait]
+impl ExecutionHandle for Held {
+    async fn wait(&mut self) -> Result<ExitStatus, BackendError> {
+        while !self.file.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(self.status)
     }
     async fn cancel(&mut self, _grace: std::time::Duration) -> Result<ExitStatus, BackendError> {
         Ok(ExitStatus::Signal(15))
