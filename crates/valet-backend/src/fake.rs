@@ -290,7 +290,6 @@ impl StepRunner for FakeRunner {
             Some(file) => Box::new(Held {
                 file,
                 status: ExitStatus::Code(code),
-                _output: tx,
             }),
             None => Box::new(Done(ExitStatus::Code(code))),
         };
@@ -314,8 +313,6 @@ impl ExecutionHandle for Done {
 struct Held {
     file: PathBuf,
     status: ExitStatus,
-    /// The output stays open while the command "runs".
-    _output: tokio::sync::mpsc::Sender<Output>,
 }
 
 #[async_trait::async_trait]
