@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use valet_backend::{Command, conformance};
 use valet_backend::conformance::ProvisionSpec as _;
+use valet_backend::{Command, conformance};
 use valet_docker::DockerBackend;
 
 fn count(var: &str, default: usize) -> usize {

@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use valet_backend::{Backend, Command, PodSpec, conformance};
 use valet_backend::conformance::ProvisionSpec as _;
+use valet_backend::{Backend, Command, PodSpec, conformance};
 use valet_docker::DockerBackend;
 
 const IMAGE: &str = "valet/busybox:latest";
@@ -49,7 +49,10 @@ fn pod_spec(name: &str, containers: &[&str]) -> PodSpec {
 /// and tear the pod down (not timed).
 async fn ready_once(backend: &DockerBackend, spec: &PodSpec) -> Duration {
     let started = Instant::now();
-    let pod = backend.provision_spec(spec, "bench").await.expect("provision");
+    let pod = backend
+        .provision_spec(spec, "bench")
+        .await
+        .expect("provision");
     let runner = pod
         .runner(&spec.containers[0].name)
         .expect("runner of the first container");

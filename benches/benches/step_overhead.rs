@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use valet_backend::{Command, conformance};
 use valet_backend::conformance::ProvisionSpec as _;
+use valet_backend::{Command, conformance};
 
 fn steps() -> usize {
     std::env::var("STEPS")

@@ -88,7 +88,10 @@ mod tests {
         assert!(owner_alive(current_owner()));
         let (boot, rest) = current_owner().split_once('/').unwrap();
         let (pid, _) = rest.split_once('/').unwrap();
-        assert!(!owner_alive(&format!("{boot}/{pid}/1")), "another start time");
+        assert!(
+            !owner_alive(&format!("{boot}/{pid}/1")),
+            "another start time"
+        );
         assert!(!owner_alive(&format!("other-boot/{pid}/0")));
         assert!(!owner_alive("garbage"));
         assert!(Scope::Orphans.covers(Some("garbage")));

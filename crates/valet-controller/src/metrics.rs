@@ -224,7 +224,11 @@ fn render_backend_metrics(out: &mut String, backends: &[(&str, Vec<valet_backend
         let _ = writeln!(out, "# HELP valet_backend_{name} {}", first.help);
         let _ = writeln!(out, "# TYPE valet_backend_{name} {kind}");
         for (backend, m) in series {
-            let _ = writeln!(out, "valet_backend_{name}{{backend=\"{backend}\"}} {}", m.value);
+            let _ = writeln!(
+                out,
+                "valet_backend_{name}{{backend=\"{backend}\"}} {}",
+                m.value
+            );
         }
     }
 }

@@ -83,12 +83,17 @@ async fn collect_orphans(c: &Controller) {
                 continue;
             }
         };
-        match backend.collect_orphans(&valet_backend::owner::Scope::Orphans).await {
+        match backend
+            .collect_orphans(&valet_backend::owner::Scope::Orphans)
+            .await
+        {
             Ok(removed) if !removed.is_empty() => {
                 tracing::info!(backend = kind, removed = %removed.join(", "), "removed what the previous controller left")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(backend = kind, error = %e, "cannot remove what the previous controller left"),
+            Err(e) => {
+                tracing::warn!(backend = kind, error = %e, "cannot remove what the previous controller left")
+            }
         }
     }
 }

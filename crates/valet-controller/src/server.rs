@@ -571,8 +571,10 @@ async fn metrics(State(c): State<Controller>) -> Response {
         .iter()
         .map(|(k, b)| (k.clone(), b.metrics()))
         .collect();
-    let backends: Vec<(&str, Vec<valet_backend::Metric>)> =
-        backends.iter().map(|(k, m)| (k.as_str(), m.clone())).collect();
+    let backends: Vec<(&str, Vec<valet_backend::Metric>)> = backends
+        .iter()
+        .map(|(k, m)| (k.as_str(), m.clone()))
+        .collect();
     (
         [(
             header::CONTENT_TYPE,

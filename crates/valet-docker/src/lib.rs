@@ -195,9 +195,7 @@ impl DockerBackend {
     }
 
     fn phase(&self, pod: &str, phase: PodPhase, detail: Option<&str>) {
-        let _ = EVENTS.try_with(|events| {
-            events.phase_at(pod, phase, detail.map(str::to_string))
-        });
+        let _ = EVENTS.try_with(|events| events.phase_at(pod, phase, detail.map(str::to_string)));
     }
 
     /// Whether the base image is present on the engine.
@@ -519,7 +517,11 @@ impl DockerBackend {
         self.phase(
             &id,
             PodPhase::Placed,
-            Some(if is_prepared { "docker engine, ready sandbox" } else { "docker engine" }),
+            Some(if is_prepared {
+                "docker engine, ready sandbox"
+            } else {
+                "docker engine"
+            }),
         );
         let span = tracing::debug_span!("provision", pod = %id, build = build_id);
         match self
@@ -676,12 +678,24 @@ impl DockerBackend {
         Backend::shutdown(self).await
     }
 
-    async fn provision_request(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
+    async fn provision_request(
+        &self,
+        req: &ProvisionRequest,
+    ) -> Result<Box<dyn Pod>, BackendError> {
         let (spec, build_id) = (&req.spec, req.build.id.as_str());
         let pod = match self.pool.as_ref().and_then(|pool| pool.take(self, spec)) {
             Some(pod) => {
-                for phase in [PodPhase::Placed, PodPhase::Created, PodPhase::Started, PodPhase::AgentConnected] {
-                    self.phase(&pod.id, phase, (phase == PodPhase::Placed).then_some("warm pool"));
+                for phase in [
+                    PodPhase::Placed,
+                    PodPhase::Created,
+                    PodPhase::Started,
+                    PodPhase::AgentConnected,
+                ] {
+                    self.phase(
+                        &pod.id,
+                        phase,
+                        (phase == PodPhase::Placed).then_some("warm pool"),
+                    );
                 }
                 pod
             }

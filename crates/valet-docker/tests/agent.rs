@@ -65,7 +65,10 @@ async fn a_sidecar_with_its_own_command_keeps_serving_while_steps_run_beside_it(
     let backend = common::backend().await;
     let mut s = spec("sidecar", &["db", "app"]);
     s.containers[0].command = Some(words(&["nc", "-ll", "-p", "5000", "-e", "echo", "hi"]));
-    let pod = backend.provision_spec(&s, "b-sidecar").await.expect("provision");
+    let pod = backend
+        .provision_spec(&s, "b-sidecar")
+        .await
+        .expect("provision");
     for i in 0..5 {
         // Steps in the sidecar's own container, beside it.
         let out = run(&*pod, "db", &format!("echo step {i}; pidof nc")).await;
@@ -114,7 +117,10 @@ async fn a_container_without_a_command_runs_its_images_own() {
 
     let mut s = spec("own", &["svc"]);
     s.containers[0].image = Some(image.into());
-    let pod = backend.provision_spec(&s, "b-own").await.expect("provision");
+    let pod = backend
+        .provision_spec(&s, "b-own")
+        .await
+        .expect("provision");
     let mut out = String::new();
     for _ in 0..100 {
         out = run(&*pod, "svc", "cat own.txt 2>/dev/null; pidof sleep")
@@ -139,7 +145,10 @@ async fn run_as_user_1000_runs_steps_as_1000_that_write_the_workspace() {
     let backend = common::backend().await;
     let mut s = spec("uid", &["main"]);
     s.containers[0].run_as_user = Some(1000);
-    let pod = backend.provision_spec(&s, "b-uid").await.expect("provision");
+    let pod = backend
+        .provision_spec(&s, "b-uid")
+        .await
+        .expect("provision");
     let out = run(
         &*pod,
         "main",

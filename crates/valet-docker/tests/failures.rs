@@ -39,7 +39,10 @@ async fn a_step_past_the_memory_limit_is_reported_as_out_of_memory() {
     let backend = common::backend().await;
     let mut s = spec("oom", &["maven"]);
     s.containers[0].resources.limit_memory_bytes = Some(32 * 1024 * 1024);
-    let pod = backend.provision_spec(&s, "b-oom").await.expect("provision");
+    let pod = backend
+        .provision_spec(&s, "b-oom")
+        .await
+        .expect("provision");
 
     // A 64 MiB buffer in a 32 MiB container (no swap): the kernel kills dd.
     let (status, reason) = run_explained(

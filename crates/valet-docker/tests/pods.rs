@@ -105,7 +105,10 @@ async fn limits_and_labels_reach_the_containers() {
     s.containers[0].resources.limit_cpu_millis = Some(1500);
     s.containers[0].resources.request_cpu_millis = Some(500);
     s.containers[0].run_as_user = Some(1000);
-    let pod = backend.provision_spec(&s, "b-limits").await.expect("provision");
+    let pod = backend
+        .provision_spec(&s, "b-limits")
+        .await
+        .expect("provision");
 
     let found = containers_of(&backend, pod.id()).await;
     assert_eq!(found.len(), 2, "the sandbox and one container: {found:?}");

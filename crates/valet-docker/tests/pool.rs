@@ -100,7 +100,9 @@ async fn a_pod_from_the_pool_is_fresh() {
     backend.warm(&s);
     until_ready(&backend, &s, 1).await;
 
-    let first = provision(&backend, &ready, &s, "b-fresh-1").await.expect("provision");
+    let first = provision(&backend, &ready, &s, "b-fresh-1")
+        .await
+        .expect("provision");
     let out = sh(
         &*first,
         "echo secret > /workspace/left-by-first; echo x > /tmp/also",
@@ -110,7 +112,9 @@ async fn a_pod_from_the_pool_is_fresh() {
     first.teardown().await.expect("teardown");
 
     until_ready(&backend, &s, 1).await;
-    let second = provision(&backend, &ready, &s, "b-fresh-2").await.expect("provision");
+    let second = provision(&backend, &ready, &s, "b-fresh-2")
+        .await
+        .expect("provision");
     assert_ne!(first.id(), second.id());
     let out = sh(
         &*second,
@@ -197,7 +201,10 @@ async fn a_new_template_starts_on_a_sandbox_made_ahead() {
         "no pods are kept, only sandboxes"
     );
 
-    let pod = backend.provision_spec(&s, "b-ahead").await.expect("provision");
+    let pod = backend
+        .provision_spec(&s, "b-ahead")
+        .await
+        .expect("provision");
     // The containers joined the sandbox made ahead, and share its workspace.
     let filters = HashMap::from([("label".to_string(), vec![format!("valet.pod={}", pod.id())])]);
     let found = backend

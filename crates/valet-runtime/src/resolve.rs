@@ -53,11 +53,7 @@ impl Interp<'_> {
         })
     }
 
-    async fn resolve_container(
-        &self,
-        ctx: &Ctx,
-        c: &plan::ContainerSpec,
-    ) -> R<be::ContainerSpec> {
+    async fn resolve_container(&self, ctx: &Ctx, c: &plan::ContainerSpec) -> R<be::ContainerSpec> {
         let (env, env_refs) = self.resolve_env(ctx, &c.env).await?;
         let words = async |what: &str, v: &Option<plan::Value>| match v {
             Some(v) => self.words(ctx, what, v).await.map(Some),
@@ -145,11 +141,7 @@ impl Interp<'_> {
             plan::Value::Dynamic(d) => Ok(match self.evaluate(ctx, what, d).await? {
                 Value::Null => Vec::new(),
                 Value::List(items) => lock(&items).iter().map(Value::display).collect(),
-                v => v
-                    .display()
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect(),
+                v => v.display().split_whitespace().map(str::to_string).collect(),
             }),
             other => Ok(vec![other.display()]),
         }
@@ -168,10 +160,7 @@ impl Interp<'_> {
 
 /// The plan's text for a value only a cluster knows: `secret NAME/KEY` or `from valueFrom`.
 fn cluster_ref(text: &str) -> be::EnvRef {
-    match text
-        .strip_prefix("secret ")
-        .and_then(|s| s.split_once('/'))
-    {
+    match text.strip_prefix("secret ").and_then(|s| s.split_once('/')) {
         Some((name, key)) => be::EnvRef::Secret {
             name: name.to_string(),
             key: key.to_string(),

@@ -11,9 +11,9 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use indexmap::IndexMap;
 use valet_backend::{BackendError, Command, Execution, ExitStatus, Output, StepRunner};
+use valet_backend::{PodEvent, PodEvents, PodPhase, ProvisionRequest};
 use valet_dsl::Span;
 use valet_plan::model::{ContainerSpec, Job, PodSpec};
-use valet_backend::{PodEvent, PodEvents, PodPhase, ProvisionRequest};
 
 use crate::event::{BuildResult, Event, NoticeLevel, Stream};
 use crate::interp::{Args, BoxFuture, Ctx, Flow, Interp, PodCtx, R, abort, err, fail};

@@ -257,9 +257,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
                 c.cancel();
                 if interrupted().await {
                     // Quitting at once still removes this run's pods, briefly bounded.
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), b.collect_orphans(&Scope::mine()))
-                            .await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        b.collect_orphans(&Scope::mine()),
+                    )
+                    .await;
                     std::process::exit(130);
                 }
             }
@@ -430,7 +432,11 @@ async fn render(mut rx: tokio::sync::mpsc::Receiver<Event>, format: OutputFormat
                         "valet: pod {pod} ready in {} ({n} container{}{})",
                         fmt_duration(ms),
                         if n == 1 { "" } else { "s" },
-                        if pods.warm(job) { ", from the warm pool" } else { "" }
+                        if pods.warm(job) {
+                            ", from the warm pool"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 let label = label
