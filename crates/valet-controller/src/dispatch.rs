@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use valet_sched::{BackendLimits, BuildSpec, Command, Input, Limits, Millis, PodDemand, PodId, Scheduler};
+use valet_sched::{
+    BackendLimits, BuildSpec, Command, Input, Limits, Millis, PodDemand, PodId, Scheduler,
+};
 use valet_store::BuildId;
 
 use crate::Controller;
@@ -178,7 +180,11 @@ impl Dispatcher {
                 } else {
                     self.turns.insert(build, reply);
                 }
-                self.apply(cmds.into_iter().filter(|c| *c != Command::Turn(build)).collect());
+                self.apply(
+                    cmds.into_iter()
+                        .filter(|c| *c != Command::Turn(build))
+                        .collect(),
+                );
             }
             Msg::Finished(build) => {
                 self.turns.remove(&build);

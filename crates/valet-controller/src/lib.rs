@@ -107,8 +107,7 @@ impl Running {
             c.token.cancel();
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while self.controller.inner.counts.active() > 0 && tokio::time::Instant::now() < deadline
-        {
+        while self.controller.inner.counts.active() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let _ = tokio::time::timeout_at(deadline, self.server).await;

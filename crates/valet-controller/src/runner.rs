@@ -20,8 +20,8 @@ use valet_runtime::{CancellationToken, Event, RunOptions, ScmInfo, Secrets, Stre
 use valet_store::{BuildId, BuildLog, BuildRow, Record, Store, now_ms};
 
 use crate::config::Repo;
-use crate::live::Live;
 use crate::dispatch::Msg;
+use crate::live::Live;
 use crate::{Cancel, Controller, blocking, lock};
 
 /// The longest a single git command of a checkout may take.
@@ -270,13 +270,16 @@ async fn execute(c: &Controller, b: &BuildRow, sink: &Arc<Mutex<Sink>>, cancel: 
         };
         match waited {
             Ok(true) => {
-                line("Waited for the previous build of this branch (disableConcurrentBuilds)".into())
-                    .await
+                line(
+                    "Waited for the previous build of this branch (disableConcurrentBuilds)".into(),
+                )
+                .await
             }
             Ok(false) => {}
             // Taken out of the scheduler: only a cancel does that, and its token follows.
             Err(_) => {
-                let _ = tokio::time::timeout(Duration::from_secs(10), cancel.token.cancelled()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), cancel.token.cancelled()).await;
                 return aborted();
             }
         }
@@ -300,9 +303,8 @@ async fn execute(c: &Controller, b: &BuildRow, sink: &Arc<Mutex<Sink>>, cancel: 
         kind: repo.backend.clone(),
         gate: Gate(flush_tx),
     };
-    let consumer = tokio::spawn(
-        record(rx, flushes, sink.clone()).instrument(tracing::Span::current()),
-    );
+    let consumer =
+        tokio::spawn(record(rx, flushes, sink.clone()).instrument(tracing::Span::current()));
     let outcome = valet_runtime::run(
         &script,
         &compiled.source,
@@ -386,7 +388,10 @@ fn run_options(c: &Controller, repo: &Repo, b: &BuildRow, co: &Checkout, dir: &P
 
 /// The backend `kind`, built the first time a build needs it (and then shared, so its
 /// pools and connections serve every build).
-pub(crate) async fn backend_for(c: &Controller, kind: &str) -> Result<Arc<dyn Backend>, BackendError> {
+pub(crate) async fn backend_for(
+    c: &Controller,
+    kind: &str,
+) -> Result<Arc<dyn Backend>, BackendError> {
     let mut backends = c.inner.backends.lock().await;
     if let Some(b) = backends.get(kind) {
         return Ok(b.clone());
