@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::owner::Scope;
 use crate::{
-    Backend, BackendError, Command, ContainerSpec, Execution, ExecutionHandle, ExitStatus,
-    Metric, MetricKind, Output, Pod, PodPhase, PodSpec, ProvisionRequest, StepRunner,
+    Backend, BackendError, Command, ContainerSpec, Execution, ExecutionHandle, ExitStatus, Metric,
+    MetricKind, Output, Pod, PodPhase, PodSpec, ProvisionRequest, StepRunner,
 };
 
 /// One thing the fake was asked to do.
@@ -135,7 +135,8 @@ impl FakeBackend {
                 .open(file)
                 && let Ok(line) = serde_json::to_string(&call)
             {
-                let _ = writeln!(f, "{line}");
+                // One write per line: appends from concurrent calls never interleave.
+                let _ = f.write_all(format!("{line}\n").as_bytes());
             }
         }
         lock(&self.state.calls).push(call);

@@ -215,9 +215,17 @@ mod tests {
 
     #[tokio::test]
     async fn the_fake_is_built_like_any_other_backend() {
-        let b = BackendConfig::of_kind("fake").unwrap().build().await.unwrap();
+        let b = BackendConfig::of_kind("fake")
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
         assert_eq!(b.name(), "fake");
-        let b = BackendConfig::of_kind("local").unwrap().build().await.unwrap();
+        let b = BackendConfig::of_kind("local")
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
         assert_eq!(b.name(), "local");
     }
 }
