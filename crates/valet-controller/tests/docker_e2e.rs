@@ -120,7 +120,7 @@ fn owned_by_this_process() -> usize {
 fn warm_pods_taken(metrics: &str) -> u64 {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("valet_warm_pool_pods_taken_total "))
+        .find_map(|l| l.strip_prefix("valet_backend_warm_pool_hits_total{backend=\"docker\"} "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no warm pool counter in\n{metrics}"))
 }
