@@ -284,24 +284,32 @@ struct Stats {
     finished: usize,
 }
 
+/// Inputs due, by time (and order of scheduling among equals).
+#[derive(Default)]
+struct Agenda {
+    events: BinaryHeap<Reverse<(u64, u64)>>,
+    inputs: HashMap<u64, Input>,
+    seq: u64,
+}
+
+impl Agenda {
+    fn push(&mut self, t: u64, i: Input) {
+        self.seq += 1;
+        self.inputs.insert(self.seq, i);
+        self.events.push(Reverse((t, self.seq)));
+    }
+
+    fn pop(&mut self) -> Option<(u64, Input)> {
+        let Reverse((t, s)) = self.events.pop()?;
+        Some((t, self.inputs.remove(&s).expect("input")))
+    }
+}
+
 /// Runs the workload to the end through `core`; every `handle` call is timed.
 fn simulate(core: &mut dyn Core, plans: &[BuildPlan]) -> Stats {
-    let mut events: BinaryHeap<Reverse<(u64, u64, usize)>> = BinaryHeap::new();
-    let mut inputs: HashMap<u64, Input> = HashMap::new();
-    let mut seq = 0u64;
-    let mut push =
-        |events: &mut BinaryHeap<_>, inputs: &mut HashMap<u64, Input>, t: u64, i: Input| {
-            seq += 1;
-            inputs.insert(seq, i);
-            events.push(Reverse((t, seq, 0usize)));
-        };
+    let mut agenda = Agenda::default();
     for (i, p) in plans.iter().enumerate() {
-        push(
-            &mut events,
-            &mut inputs,
-            i as u64,
-            Input::Submit(p.spec.clone()),
-        );
+        agenda.push(i as u64, Input::Submit(p.spec.clone()));
     }
     let by_id: HashMap<BuildId, &BuildPlan> = plans.iter().map(|p| (p.spec.id, p)).collect();
     let pod_life: HashMap<PodId, (BuildId, u64)> = plans
@@ -319,8 +327,16 @@ fn simulate(core: &mut dyn Core, plans: &[BuildPlan]) -> Stats {
         commands: 0,
         finished: 0,
     };
-    while let Some(Reverse((t, s, _))) = events.pop() {
-        let input = inputs.remove(&s).expect("input");
+    // A pod of `build` is done (released or failed): the build finishes after its last.
+    let done =
+        |outstanding: &mut HashMap<BuildId, usize>, agenda: &mut Agenda, t: u64, build: BuildId| {
+            let left = outstanding.entry(build).or_insert(PODS_PER_BUILD);
+            *left -= 1;
+            if *left == 0 {
+                agenda.push(t + 1, Input::Finished(build));
+            }
+        };
+    while let Some((t, input)) = agenda.pop() {
         let released = match &input {
             Input::Released(pod) => Some(*pod),
             Input::Finished(_) => {
@@ -333,49 +349,32 @@ fn simulate(core: &mut dyn Core, plans: &[BuildPlan]) -> Stats {
         let cmds = core.handle(input, Millis(t));
         stats.calls.push(started.elapsed());
         stats.commands += cmds.len();
-        let mut done =
-            |build: BuildId, events: &mut BinaryHeap<_>, inputs: &mut HashMap<u64, Input>| {
-                let left = outstanding.entry(build).or_insert(PODS_PER_BUILD);
-                *left -= 1;
-                if *left == 0 {
-                    push(events, inputs, t + 1, Input::Finished(build));
-                }
-            };
         if let Some(pod) = released {
-            done(pod_life[&pod].0, &mut events, &mut inputs);
+            done(&mut outstanding, &mut agenda, t, pod_life[&pod].0);
         }
         for c in cmds {
             match c {
                 Command::Start(id) => {
                     let p = by_id[&id];
                     if p.late_exclusive {
-                        push(&mut events, &mut inputs, t + 5, Input::Exclusive(id));
+                        agenda.push(t + 5, Input::Exclusive(id));
                     } else {
                         for (k, d) in p.pods.iter().enumerate() {
-                            push(
-                                &mut events,
-                                &mut inputs,
-                                t + 5 + k as u64,
-                                Input::Demand(d.clone()),
-                            );
+                            agenda.push(t + 5 + k as u64, Input::Demand(d.clone()));
                         }
                     }
                 }
                 Command::Turn(id) => {
                     for (k, d) in by_id[&id].pods.iter().enumerate() {
-                        push(
-                            &mut events,
-                            &mut inputs,
-                            t + 1 + k as u64,
-                            Input::Demand(d.clone()),
-                        );
+                        agenda.push(t + 1 + k as u64, Input::Demand(d.clone()));
                     }
                 }
                 Command::Place { pod, .. } => {
-                    let life = pod_life[&pod].1;
-                    push(&mut events, &mut inputs, t + life, Input::Released(pod));
+                    agenda.push(t + pod_life[&pod].1, Input::Released(pod));
                 }
-                Command::Fail { pod, .. } => done(pod_life[&pod].0, &mut events, &mut inputs),
+                Command::Fail { pod, .. } => {
+                    done(&mut outstanding, &mut agenda, t, pod_life[&pod].0)
+                }
                 Command::Removed(_) | Command::Retry(_) => {}
             }
         }

@@ -301,6 +301,7 @@ async fn execute(c: &Controller, b: &BuildRow, sink: &Arc<Mutex<Sink>>, cancel: 
         controller: c.clone(),
         build: b.id,
         kind: repo.backend.clone(),
+        cancel: cancel.token.clone(),
         gate: Gate(flush_tx),
     };
     let consumer =
@@ -488,6 +489,8 @@ struct Timed {
     build: BuildId,
     /// The backend's kind, as the scheduler's limits name it.
     kind: String,
+    /// The build's: a pod still waiting for its place is given up.
+    cancel: CancellationToken,
     gate: Gate,
 }
 
@@ -539,7 +542,15 @@ impl Backend for Timed {
             },
             reply,
         });
-        match placed.await {
+        let placed = tokio::select! {
+            r = placed => r,
+            _ = self.cancel.cancelled() => {
+                return Err(BackendError::Unavailable(
+                    "the build was stopped while its pod waited for a place".into(),
+                ));
+            }
+        };
+        match placed {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => return Err(BackendError::Rejected(reason)),
             Err(_) => {

@@ -1,7 +1,8 @@
 //! Scheduling in a real controller on the fake backend, with commands held until a file
 //! exists: a controller at `concurrency: 1024` runs more builds at once than tokio's
 //! blocking pool has threads (512), as no build holds a thread for as long as it runs; and
-//! a backend's `max_pods` makes a pod wait, in the `queued` phase, for another to end.
+//! a backend's `max_pods` makes a pod wait, in the `queued` phase, for another to end; and
+//! a build waiting for its branch (`disableConcurrentBuilds`) holds no slot meanwhile.
 
 mod common;
 
@@ -144,5 +145,67 @@ async fn a_pod_past_max_pods_waits_queued_until_a_pod_ends() {
         .filter(|c| c == "provision" || c == "teardown")
         .collect();
     assert_eq!(order, ["provision", "teardown", "provision", "teardown"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_waiting_for_its_branch_gives_its_slot_to_another_branch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let release = tmp.path().join("release");
+    let record = tmp.path().join("calls.jsonl");
+    let repo = Repo::new(
+        "pipeline {\n  agent any\n  options { disableConcurrentBuilds() }\n  stages {\n    stage('Only') {\n      steps { sh 'echo held until released' }\n    }\n  }\n}\n",
+    );
+    let top = format!(
+        "concurrency: 2\nbackend:\n  kind: fake\n  record: {}\n  hold_until: {}\n",
+        record.display(),
+        release.display()
+    );
+    let s = Server::start(&repo, "", &top).await;
+    let sha = repo.head();
+    let push = |branch: &'static str, delivery: &'static str| {
+        let s = &s;
+        let sha = sha.clone();
+        async move {
+            let r = s.github_push(branch, &sha, delivery).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.json()["build"].as_i64().unwrap()
+        }
+    };
+    let first = push("main", "turn-1").await;
+    while held_steps(&record) < 1 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two slots: the first build holds one and main; the second build of main starts in the
+    // other, reads its pipeline, and waits for main without its slot; so the build of dev
+    // runs now, beside the first. (Were the slot held while waiting, dev would wait for
+    // the release, which comes only once dev's step runs: the time limit makes that a
+    // failure.)
+    let second = push("main", "turn-2").await;
+    let dev = push("dev", "turn-3").await;
+    let both = async {
+        while held_steps(&record) < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), both).await.is_err() {
+        let b = s.get_json(&format!("/api/builds/{dev}")).await;
+        panic!("the build of dev did not run beside the first: {b:#}");
+    }
+    let b = s.get_json(&format!("/api/builds/{second}")).await;
+    assert_eq!(b["status"], "running", "{b:#}");
+    assert_eq!(held_steps(&record), 2);
+    std::fs::write(&release, "go").unwrap();
+    for id in [first, second, dev] {
+        let b = s.wait_finished(id).await;
+        assert_eq!(b["result"], "SUCCESS", "{b:#}\n{}", s.log(id).await);
+    }
+    assert!(
+        s.log(second)
+            .await
+            .contains("Waited for the previous build of this branch"),
+        "{}",
+        s.log(second).await
+    );
     s.stop().await;
 }
