@@ -154,7 +154,7 @@ async fn a_build_waiting_for_its_branch_gives_its_slot_to_another_branch() {
     let release = tmp.path().join("release");
     let record = tmp.path().join("calls.jsonl");
     let repo = Repo::new(
-        "pipeline {\n  agent any\n  options { disableConcurrentBuilds() }\n  stages {\n    stage('Only') {\n      steps { sh 'echo held until released' }\n    }\n  }\n}\n",
+        "pipeline {\n  agent any\n  options {\n    disableConcurrentBuilds()\n    skipDefaultCheckout()\n  }\n  stages {\n    stage('Only') {\n      steps { sh 'echo held until released' }\n    }\n  }\n}\n",
     );
     let top = format!(
         "concurrency: 2\nbackend:\n  kind: fake\n  record: {}\n  hold_until: {}\n",
@@ -173,8 +173,20 @@ async fn a_build_waiting_for_its_branch_gives_its_slot_to_another_branch() {
         }
     };
     let first = push("main", "turn-1").await;
-    while held_steps(&record) < 1 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let one = async {
+        while held_steps(&record) < 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), one)
+        .await
+        .is_err()
+    {
+        let b = s.get_json(&format!("/api/builds/{first}")).await;
+        panic!(
+            "the first build's step did not start: {b:#}\n{}",
+            s.log(first).await
+        );
     }
     // Two slots: the first build holds one and main; the second build of main starts in the
     // other, reads its pipeline, and waits for main without its slot; so the build of dev
@@ -188,7 +200,10 @@ async fn a_build_waiting_for_its_branch_gives_its_slot_to_another_branch() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(60), both).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(60), both)
+        .await
+        .is_err()
+    {
         let b = s.get_json(&format!("/api/builds/{dev}")).await;
         panic!("the build of dev did not run beside the first: {b:#}");
     }
