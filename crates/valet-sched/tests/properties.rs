@@ -291,15 +291,15 @@ impl Model {
         // Work-conserving: what waits has no room.
         for (id, b) in &self.builds {
             match b.st {
-                St::Queued => assert!(
-                    !(self.slot_free(b.repo)
-                        && !(b.exclusive_from_start && self.turn_taken(b.repo, b.branch))),
-                    "build {id} waits with a slot free"
-                ),
-                St::WaitingTurn => assert!(
-                    !(self.slot_free(b.repo) && !self.turn_taken(b.repo, b.branch)),
-                    "build {id} waits for a free branch"
-                ),
+                St::Queued => {
+                    let could_start = self.slot_free(b.repo)
+                        && !(b.exclusive_from_start && self.turn_taken(b.repo, b.branch));
+                    assert!(!could_start, "build {id} waits with a slot free");
+                }
+                St::WaitingTurn => {
+                    let could_go = self.slot_free(b.repo) && !self.turn_taken(b.repo, b.branch);
+                    assert!(!could_go, "build {id} waits for a free branch");
+                }
                 St::Running => assert!(!b.wants_turn, "build {id} runs without its turn"),
             }
         }
