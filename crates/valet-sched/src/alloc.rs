@@ -33,6 +33,10 @@ pub trait Allocator: Send {
     /// The demand to place next among `pending` (the backend's waiting demands, oldest
     /// first), given what the backend has free; `None` leaves them all waiting. The
     /// scheduler places the answer only if it [`fits`](Room::fits).
+    ///
+    /// The scheduler asks about what changed: after a pod is released, about every waiting
+    /// demand; when a demand arrives while the others were left waiting and nothing was
+    /// released since, about the new one alone.
     fn pick(
         &mut self,
         backend: &str,

@@ -273,6 +273,8 @@ struct BackendState {
     pending: VecDeque<PodId>,
     placed: usize,
     used: Resources,
+    /// None of `pending` could be placed at the last look, and nothing was freed since.
+    settled: bool,
 }
 
 impl BackendState {
@@ -528,7 +530,7 @@ impl Scheduler {
             }
         }
         for backend in touched {
-            self.place_on(&backend);
+            self.place_on(&backend, None);
         }
     }
 
@@ -684,6 +686,7 @@ impl Scheduler {
                 limits,
                 ..BackendState::default()
             });
+        let only = (state.settled && !state.pending.is_empty()).then_some(pod);
         state.pending.push_back(pod);
         self.pods.insert(
             pod,
@@ -692,7 +695,7 @@ impl Scheduler {
                 placed: false,
             },
         );
-        self.place_on(&backend);
+        self.place_on(&backend, only);
     }
 
     fn released(&mut self, pod: PodId) {
@@ -703,7 +706,7 @@ impl Scheduler {
             b.pods.retain(|p| *p != pod);
         }
         if let Some(backend) = self.forget_pod(pod) {
-            self.place_on(&backend);
+            self.place_on(&backend, None);
         }
     }
 
@@ -720,26 +723,46 @@ impl Scheduler {
         Some(entry.demand.backend)
     }
 
-    /// Places what `backend` has room for, as its allocator chooses.
-    fn place_on(&mut self, backend: &str) {
+    /// Places what `backend` has room for, as its allocator chooses. With `only`, the
+    /// allocator is offered that demand alone: it just arrived, and the others had no
+    /// room at the last look, which nothing has freed since (the backend is `settled`).
+    /// Without it, a backend with hundreds of demands waiting would look at all of them
+    /// for every new one.
+    fn place_on(&mut self, backend: &str, only: Option<PodId>) {
         let Some(state) = self.backends.get_mut(backend) else {
             return;
         };
+        state.settled = false;
         loop {
             if state.pending.is_empty() {
+                state.settled = true;
                 return;
             }
             let room = state.room();
             if room.is_full() {
+                state.settled = true;
                 return;
             }
             let pods = &self.pods;
-            let mut pending = state
-                .pending
-                .iter()
-                .filter_map(|p| pods.get(p))
-                .map(|e| &e.demand);
-            let Some(pick) = self.allocator.pick(backend, &room, &mut pending) else {
+            let pick = match only {
+                Some(pod) => {
+                    let Some(d) = pods.get(&pod).map(|e| &e.demand) else {
+                        state.settled = true;
+                        return;
+                    };
+                    self.allocator.pick(backend, &room, &mut std::iter::once(d))
+                }
+                None => {
+                    let mut pending = state
+                        .pending
+                        .iter()
+                        .filter_map(|p| pods.get(p))
+                        .map(|e| &e.demand);
+                    self.allocator.pick(backend, &room, &mut pending)
+                }
+            };
+            let Some(pick) = pick else {
+                state.settled = true;
                 return;
             };
             let Some(entry) = self.pods.get_mut(&pick) else {
@@ -759,6 +782,11 @@ impl Scheduler {
                 pod: pick,
                 backend: backend.to_string(),
             });
+            if only.is_some() {
+                // Placing it only took room: what waited before still has none.
+                state.settled = true;
+                return;
+            }
         }
     }
 
