@@ -54,6 +54,8 @@ fn dependencies_point_one_way() {
             &["valet-backend", "valet-local", "valet-docker"],
         ),
         ("valet-store", &[]),
+        // The scheduling core: pure decisions, no I/O, no clock, no valet types.
+        ("valet-sched", &[]),
         (
             "valet-runtime",
             &["valet-backend", "valet-plan", "valet-dsl"],
@@ -63,6 +65,7 @@ fn dependencies_point_one_way() {
             "valet-controller",
             &[
                 "valet-store",
+                "valet-sched",
                 "valet-runtime",
                 "valet-backend",
                 "valet-backends",
@@ -113,7 +116,7 @@ fn dependencies_point_one_way() {
 #[test]
 fn the_pure_core_has_no_async_runtime_and_no_io_crates() {
     let deps = workspace_deps();
-    for krate in ["valet-dsl", "valet-plan"] {
+    for krate in ["valet-dsl", "valet-plan", "valet-sched"] {
         for banned in [
             "tokio",
             "async-trait",

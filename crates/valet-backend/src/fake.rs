@@ -4,7 +4,9 @@
 //! the controller), and the model of what a new backend must answer.
 //!
 //! A command "runs" instantly: it prints nothing and exits 0, unless a [`Rule`] matches
-//! its text. Provisioning can be made to fail ([`FakeBackend::fail_provisions`]).
+//! its text. Provisioning can be made to fail ([`FakeBackend::fail_provisions`]). Commands
+//! can be held until a file exists ([`FakeBackend::hold_until`]), for tests that need many
+//! builds running at once and then let them go.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -19,6 +21,8 @@ use crate::{
 /// One thing the fake was asked to do.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
+// A record for tests, kept whole: boxing the spec would only make matching on it harder.
+#[allow(clippy::large_enum_variant)]
 pub enum Call {
     Provision {
         pod: String,
@@ -59,6 +63,8 @@ struct State {
     /// Every call is also appended to this file as a JSON line (for tests that run the
     /// fake in another process: `valet run --backend fake`).
     record: Option<PathBuf>,
+    /// Commands end only once this file exists.
+    hold: Mutex<Option<PathBuf>>,
     next: AtomicU32,
     live_pods: AtomicU64,
 }
@@ -94,6 +100,13 @@ impl FakeBackend {
         self
     }
 
+    /// Every command started from now on ends only once `file` exists (looked for every
+    /// 50 ms, without holding a thread); a cancel ends it at once.
+    pub fn hold_until(&self, file: PathBuf) -> &Self {
+        *lock(&self.state.hold) = Some(file);
+        self
+    }
+
     /// The next `n` provisions fail as unavailable, with `reason`.
     pub fn fail_provisions(&self, n: u32, reason: &str) {
         *lock(&self.state.failing) = Some((n, reason.to_string()));
@@ -124,7 +137,8 @@ impl FakeBackend {
                 .open(file)
                 && let Ok(line) = serde_json::to_string(&call)
             {
-                let _ = writeln!(f, "{line}");
+                // One write per line: appends from concurrent calls never interleave.
+                let _ = f.write_all(format!("{line}\n").as_bytes());
             }
         }
         lock(&self.state.calls).push(call);
@@ -275,10 +289,14 @@ impl StepRunner for FakeRunner {
             }
             None => 0,
         };
-        Ok(Execution {
-            output: rx,
-            handle: Box::new(Done(ExitStatus::Code(code))),
-        })
+        let handle: Box<dyn ExecutionHandle> = match lock(&self.backend.state.hold).clone() {
+            Some(file) => Box::new(Held {
+                file,
+                status: ExitStatus::Code(code),
+            }),
+            None => Box::new(Done(ExitStatus::Code(code))),
+        };
+        Ok(Execution { output: rx, handle })
     }
 }
 
@@ -288,6 +306,25 @@ struct Done(ExitStatus);
 impl ExecutionHandle for Done {
     async fn wait(&mut self) -> Result<ExitStatus, BackendError> {
         Ok(self.0)
+    }
+    async fn cancel(&mut self, _grace: std::time::Duration) -> Result<ExitStatus, BackendError> {
+        Ok(ExitStatus::Signal(15))
+    }
+}
+
+/// A command that ends once a file exists.
+struct Held {
+    file: PathBuf,
+    status: ExitStatus,
+}
+
+#[async_trait::async_trait]
+impl ExecutionHandle for Held {
+    async fn wait(&mut self) -> Result<ExitStatus, BackendError> {
+        while !self.file.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(self.status)
     }
     async fn cancel(&mut self, _grace: std::time::Duration) -> Result<ExitStatus, BackendError> {
         Ok(ExitStatus::Signal(15))

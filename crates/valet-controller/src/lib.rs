@@ -1,8 +1,9 @@
 //! `valet-controller`: the service a team points its repositories at.
 //!
 //! Webhooks (`hooks.rs`: verification and payloads, pure) become build records in the store
-//! (`valet-store`) before they are answered; a queue (`queue.rs`, pure) with global,
-//! per-repository and per-branch limits hands builds to the runner (`runner.rs`: git
+//! (`valet-store`) before they are answered; the dispatcher (`dispatch.rs`) drives the
+//! scheduler (`valet-sched`, pure: global, per-repository and per-branch limits, pods per
+//! backend) and hands builds to the runner (`runner.rs`: git
 //! checkout, parse and plan, the runtime on a backend, events into the store, the log
 //! files and the live stream of `live.rs`); `server.rs` is the HTTP side (axum): hooks, the
 //! JSON API, server-sent events, `/metrics` (`metrics.rs`). On start, `restart.rs`
@@ -18,10 +19,10 @@
 //!   ERROR, "controller restarted"), so no step runs twice.
 
 pub mod config;
+mod dispatch;
 pub mod hooks;
 pub mod live;
 pub mod metrics;
-pub mod queue;
 mod restart;
 mod runner;
 pub mod server;
@@ -31,7 +32,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
 use valet_runtime::CancellationToken;
 use valet_store::{BuildId, Store, StoreError};
 
@@ -65,19 +65,18 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     /// Repository index by every name and URL a webhook may use for it.
     pub(crate) repo_keys: HashMap<String, usize>,
-    pub(crate) queue: Mutex<queue::Queue>,
-    pub(crate) wake: Notify,
+    /// Where the dispatcher, which owns the scheduler, is told what happens.
+    pub(crate) sched: tokio::sync::mpsc::UnboundedSender<dispatch::Msg>,
+    pub(crate) counts: dispatch::Counts,
+    /// The next pod demand's id.
+    pub(crate) next_pod: std::sync::atomic::AtomicU64,
     pub(crate) live: live::Registry,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) cancels: Mutex<HashMap<BuildId, Cancel>>,
-    /// One-at-a-time turns per (repository, branch), for `disableConcurrentBuilds`.
-    pub(crate) branch_locks: Mutex<HashMap<(String, String), BranchLock>>,
     /// The backends in use, by kind, built when a build first needs one.
     pub(crate) backends: tokio::sync::Mutex<HashMap<String, Arc<dyn valet_backend::Backend>>>,
     pub(crate) shutdown: CancellationToken,
 }
-
-pub(crate) type BranchLock = Arc<tokio::sync::Mutex<()>>;
 
 /// How to stop one running build, and why it was stopped.
 #[derive(Clone)]
@@ -108,9 +107,7 @@ impl Running {
             c.token.cancel();
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while lock(&self.controller.inner.queue).running() > 0
-            && tokio::time::Instant::now() < deadline
-        {
+        while self.controller.inner.counts.active() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let _ = tokio::time::timeout_at(deadline, self.server).await;
@@ -199,28 +196,23 @@ impl Controller {
         for (i, r) in config.repositories.iter().enumerate() {
             repo_keys.insert(r.name.clone(), i);
         }
-        let repo_limits = config
-            .repositories
-            .iter()
-            .filter_map(|r| r.concurrency.map(|c| (r.name.clone(), c)))
-            .collect();
+        let (sched, sched_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
-            queue: Mutex::new(queue::Queue::new(config.concurrency, repo_limits)),
+            sched,
+            counts: dispatch::Counts::default(),
+            next_pod: Default::default(),
             config,
             store,
             repo_keys,
-            wake: Notify::new(),
             live: live::Registry::default(),
             metrics: metrics::Metrics::default(),
             cancels: Mutex::default(),
-            branch_locks: Mutex::default(),
             backends: tokio::sync::Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         });
         let controller = Controller { inner };
         restart::reconcile(&controller).await?;
-        let c = controller.clone();
-        tokio::spawn(async move { c.dispatch().await });
+        tokio::spawn(dispatch::run(controller.clone(), sched_rx));
         let app = server::router(controller.clone());
         let shutdown = controller.inner.shutdown.clone();
         let server = tokio::spawn(async move {
@@ -256,11 +248,16 @@ impl Controller {
 
     /// Builds waiting and running now.
     pub fn queue_counts(&self) -> (usize, usize) {
-        let q = lock(&self.inner.queue);
-        (q.waiting(), q.running())
+        let c = &self.inner.counts;
+        (c.queued(), c.active())
     }
 
-    /// Queues a recorded build and wakes the dispatcher.
+    /// Tells the dispatcher (a no-op once it has stopped with the controller).
+    pub(crate) fn send(&self, m: dispatch::Msg) {
+        let _ = self.inner.sched.send(m);
+    }
+
+    /// Queues a recorded build.
     pub(crate) fn enqueue(&self, id: BuildId, repo: &str, branch: Option<&str>) {
         self.inner.live.get_or_create(id);
         let exclusive = self
@@ -268,43 +265,28 @@ impl Controller {
             .config
             .repo(repo)
             .is_some_and(|r| r.disable_concurrent_builds);
-        lock(&self.inner.queue).push(queue::Entry {
+        self.inner.counts.submitted();
+        self.send(dispatch::Msg::Submit(valet_sched::BuildSpec {
             id,
             repo: repo.to_string(),
             branch: branch.unwrap_or_default().to_string(),
             exclusive,
-        });
-        self.inner.wake.notify_one();
-    }
-
-    async fn dispatch(&self) {
-        loop {
-            let notified = self.inner.wake.notified();
-            loop {
-                if self.inner.shutdown.is_cancelled() {
-                    return;
-                }
-                let next = lock(&self.inner.queue).next_ready();
-                let Some(e) = next else { break };
-                let c = self.clone();
-                tokio::spawn(async move {
-                    let id = e.id;
-                    runner::run_build(&c, e).await;
-                    lock(&c.inner.queue).finished(id);
-                    c.inner.wake.notify_one();
-                });
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = self.inner.shutdown.cancelled() => return,
-            }
-        }
+        }));
     }
 
     /// Cancels a build: a queued one ends ABORTED at once, a running one is interrupted
     /// (its steps are killed, `post` and `finally` run) and ends ABORTED.
     pub async fn cancel(&self, id: BuildId, reason: &str) -> Result<CancelOutcome, StoreError> {
-        if lock(&self.inner.queue).remove(id) {
+        // A build whose task started (running, or waiting for its branch) is stopped by its
+        // token; its task then tells the scheduler it finished.
+        if let Some(c) = lock(&self.inner.cancels).get(&id).cloned() {
+            *lock(&c.reason) = Some(reason.to_string());
+            c.token.cancel();
+            return Ok(CancelOutcome::Cancelling);
+        }
+        let (reply, removed) = tokio::sync::oneshot::channel();
+        self.send(dispatch::Msg::Cancel { build: id, reply });
+        if removed.await.unwrap_or(false) {
             let store = self.inner.store.clone();
             let r = reason.to_string();
             if blocking(move || store.cancel_queued(id, &r)).await? {

@@ -20,8 +20,9 @@ use valet_runtime::{CancellationToken, Event, RunOptions, ScmInfo, Secrets, Stre
 use valet_store::{BuildId, BuildLog, BuildRow, Record, Store, now_ms};
 
 use crate::config::Repo;
+use crate::dispatch::Msg;
 use crate::live::Live;
-use crate::{Cancel, Controller, blocking, lock, queue};
+use crate::{Cancel, Controller, blocking, lock};
 
 /// The longest a single git command of a checkout may take.
 const GIT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -48,12 +49,12 @@ pub(crate) fn build_dir(c: &Controller, id: BuildId) -> PathBuf {
     c.inner.config.data_dir.join("builds").join(id.to_string())
 }
 
-pub(crate) async fn run_build(c: &Controller, e: queue::Entry) {
+pub(crate) async fn run_build(c: &Controller, e: valet_sched::BuildSpec) {
     let span = tracing::info_span!("build", id = e.id, repo = %e.repo, branch = %e.branch);
     run_build_inner(c, e).instrument(span).await
 }
 
-async fn run_build_inner(c: &Controller, e: queue::Entry) {
+async fn run_build_inner(c: &Controller, e: valet_sched::BuildSpec) {
     let id = e.id;
     let store = c.inner.store.clone();
     // The cancel handle exists before the build is marked running, so a cancel that finds
@@ -254,25 +255,35 @@ async fn execute(c: &Controller, b: &BuildRow, sink: &Arc<Mutex<Sink>>, cancel: 
     // One build at a time per branch when the configuration or the pipeline says so.
     let exclusive =
         repo.disable_concurrent_builds || graph.options.contains_key("disableConcurrentBuilds");
-    let _turn = if exclusive {
-        let key = (repo.name.clone(), b.branch.clone().unwrap_or_default());
-        let m = lock(&c.inner.branch_locks).entry(key).or_default().clone();
-        let waiting = Instant::now();
-        let guard = tokio::select! {
-            g = m.lock_owned() => g,
-            _ = cancel.token.cancelled() => return Ending {
-                result: "ABORTED".into(),
-                reason: lock(&cancel.reason).clone(),
-            },
+    // The scheduler answers once the branch is this build's; meanwhile the build holds no
+    // slot, so it holds up no other build.
+    if exclusive {
+        let (reply, turn) = tokio::sync::oneshot::channel();
+        c.send(Msg::Exclusive { build: b.id, reply });
+        let aborted = || Ending {
+            result: "ABORTED".into(),
+            reason: lock(&cancel.reason).clone(),
         };
-        if waiting.elapsed() > Duration::from_millis(100) {
-            line("Waited for the previous build of this branch (disableConcurrentBuilds)".into())
-                .await;
+        let waited = tokio::select! {
+            r = turn => r,
+            _ = cancel.token.cancelled() => return aborted(),
+        };
+        match waited {
+            Ok(true) => {
+                line(
+                    "Waited for the previous build of this branch (disableConcurrentBuilds)".into(),
+                )
+                .await
+            }
+            Ok(false) => {}
+            // Taken out of the scheduler: only a cancel does that, and its token follows.
+            Err(_) => {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), cancel.token.cancelled()).await;
+                return aborted();
+            }
         }
-        Some(guard)
-    } else {
-        None
-    };
+    }
     // The backend.
     let backend = match backend_for(c, &repo.backend).await {
         Ok(b) => b,
@@ -284,25 +295,17 @@ async fn execute(c: &Controller, b: &BuildRow, sink: &Arc<Mutex<Sink>>, cancel: 
     };
     let opts = run_options(c, &repo, b, &co, &dir);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
-    let gate = Gate(Arc::new(Mutex::new(Drain {
-        rx,
-        sink: sink.clone(),
-    })));
+    let (flush_tx, flushes) = tokio::sync::mpsc::unbounded_channel();
     let backend = Timed {
         inner: backend,
         controller: c.clone(),
-        gate: gate.clone(),
+        build: b.id,
+        kind: repo.backend.clone(),
+        cancel: cancel.token.clone(),
+        gate: Gate(flush_tx),
     };
-    let g = gate.clone();
-    let span = tracing::Span::current();
-    let consumer = tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        // Events are taken under the gate's lock only, so a step that is about to start
-        // can take the lock and know that everything sent before it is recorded.
-        while g.drain() {
-            std::thread::sleep(DRAIN_INTERVAL);
-        }
-    });
+    let consumer =
+        tokio::spawn(record(rx, flushes, sink.clone()).instrument(tracing::Span::current()));
     let outcome = valet_runtime::run(
         &script,
         &compiled.source,
@@ -313,6 +316,8 @@ async fn execute(c: &Controller, b: &BuildRow, sink: &Arc<Mutex<Sink>>, cancel: 
         cancel.token.clone(),
     )
     .await;
+    // The runtime is done and `tx` is gone with it: the recorder ends once all is recorded.
+    drop(backend);
     let _ = consumer.await;
     if outcome.backend_error {
         return Ending::error(format!(
@@ -404,42 +409,103 @@ pub(crate) async fn backend_for(
     Ok(backend)
 }
 
-/// How often the recorder looks for new events (the latency of the live stream at most).
-const DRAIN_INTERVAL: Duration = Duration::from_millis(5);
+/// The most events recorded in one blocking call.
+const RECORD_BATCH: usize = 512;
 
-/// The runtime's events on their way to the [`Sink`].
-struct Drain {
-    rx: tokio::sync::mpsc::Receiver<Event>,
+/// Records the runtime's events, in order, as they come: a task per build that waits for
+/// events without holding a thread, and writes each batch on a blocking thread for as long
+/// as the writing takes. (A thread per build polling for events would hold one of the
+/// blocking pool's 512 threads for the whole build, and a controller running more builds
+/// than that would stall.)
+///
+/// A flush request (from [`Gate::flush`]) is answered once everything sent before it is
+/// recorded: what the channel holds is taken and written first.
+async fn record(
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut flushes: tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
     sink: Arc<Mutex<Sink>>,
-}
-
-/// Records every event sent so far. Taking events and recording them happen under one
-/// lock, so when [`Gate::drain`] returns, all that was sent before the call is on disk.
-#[derive(Clone)]
-struct Gate(Arc<Mutex<Drain>>);
-
-impl Gate {
-    /// Records what is there; false once the runtime is done and everything is recorded.
-    fn drain(&self) -> bool {
-        let mut d = lock(&self.0);
-        let d = &mut *d;
-        loop {
-            match d.rx.try_recv() {
-                Ok(ev) => lock(&d.sink).event(&ev),
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => return true,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return false,
+) {
+    let write = |batch: Vec<Event>| {
+        let sink = sink.clone();
+        blocking(move || {
+            let mut s = lock(&sink);
+            for ev in &batch {
+                s.event(ev);
+            }
+        })
+    };
+    let take = |rx: &mut tokio::sync::mpsc::Receiver<Event>, batch: &mut Vec<Event>| {
+        while batch.len() < RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = flushes.recv() => {
+                loop {
+                    let mut batch = Vec::new();
+                    take(&mut rx, &mut batch);
+                    if batch.is_empty() {
+                        break;
+                    }
+                    write(batch).await;
+                }
+                let _ = done.send(());
+            }
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                let mut batch = vec![ev];
+                take(&mut rx, &mut batch);
+                write(batch).await;
             }
         }
     }
 }
 
-/// The backend of a build: times how long pods take to be ready (`/metrics`), and holds
-/// every command until the events before it are recorded, so a finished step's result
-/// and log are on disk before the next step starts.
+/// Holds a step until the events sent before it are recorded (see [`record`]).
+#[derive(Clone)]
+struct Gate(tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>);
+
+impl Gate {
+    async fn flush(&self) {
+        let (done, recorded) = tokio::sync::oneshot::channel();
+        if self.0.send(done).is_ok() {
+            // An error is the recorder gone: then everything is recorded.
+            let _ = recorded.await;
+        }
+    }
+}
+
+/// The backend of a build: asks the scheduler for a place before each pod (`max_pods`),
+/// times how long pods take to be ready (`/metrics`), and holds every command until the
+/// events before it are recorded, so a finished step's result and log are on disk before
+/// the next step starts.
 struct Timed {
     inner: Arc<dyn Backend>,
     controller: Controller,
+    build: BuildId,
+    /// The backend's kind, as the scheduler's limits name it.
+    kind: String,
+    /// The build's: a pod still waiting for its place is given up.
+    cancel: CancellationToken,
     gate: Gate,
+}
+
+/// A pod's place in the scheduler, given back when dropped (the pod torn down, its
+/// provisioning failed or given up).
+struct Placement {
+    controller: Controller,
+    pod: valet_sched::PodId,
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        self.controller.send(Msg::Released(self.pod));
+    }
 }
 
 #[async_trait::async_trait]
@@ -457,12 +523,59 @@ impl Backend for Timed {
     }
 
     async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
+        let c = &self.controller;
+        let pod = c
+            .inner
+            .next_pod
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let placement = Placement {
+            controller: c.clone(),
+            pod,
+        };
+        let (reply, placed) = tokio::sync::oneshot::channel();
+        c.send(Msg::Demand {
+            demand: valet_sched::PodDemand {
+                pod,
+                build: self.build,
+                backend: self.kind.clone(),
+                job: req.job.clone(),
+                label: req.label.clone(),
+                resources: valet_sched::Resources {
+                    cpu_millis: req.demand.cpu_millis,
+                    memory_bytes: req.demand.memory_bytes,
+                },
+            },
+            reply,
+        });
+        let placed = tokio::select! {
+            r = placed => r,
+            _ = self.cancel.cancelled() => {
+                return Err(BackendError::Unavailable(
+                    "the build was stopped while its pod waited for a place".into(),
+                ));
+            }
+        };
+        match placed {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(BackendError::Rejected(reason)),
+            Err(_) => {
+                return Err(BackendError::Unavailable(
+                    "the controller is stopping".into(),
+                ));
+            }
+        }
+        req.events.phase_at(
+            "",
+            valet_backend::PodPhase::Placed,
+            Some(format!("a place on the {} backend", self.kind)),
+        );
         let t = Instant::now();
         let pod = self.inner.provision(req).await?;
         self.controller.inner.metrics.pod_ready.observe(t.elapsed());
         Ok(Box::new(GatedPod {
             inner: pod,
             gate: self.gate.clone(),
+            _placement: placement,
         }))
     }
 }
@@ -470,6 +583,7 @@ impl Backend for Timed {
 struct GatedPod {
     inner: Box<dyn Pod>,
     gate: Gate,
+    _placement: Placement,
 }
 
 #[async_trait::async_trait]
@@ -502,8 +616,7 @@ struct GatedRunner {
 #[async_trait::async_trait]
 impl StepRunner for GatedRunner {
     async fn start(&self, cmd: valet_backend::Command) -> Result<Execution, BackendError> {
-        let gate = self.gate.clone();
-        blocking(move || gate.drain()).await;
+        self.gate.flush().await;
         self.inner.start(cmd).await
     }
 }
