@@ -21,8 +21,6 @@ use crate::{
 /// One thing the fake was asked to do.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
-// A record for tests, kept whole: boxing the spec would only make matching on it harder.
-#[allow(clippy::large_enum_variant)]
 pub enum Call {
     Provision {
         pod: String,
