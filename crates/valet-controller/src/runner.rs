@@ -816,9 +816,9 @@ pub(crate) struct Sink {
     spans: HashMap<String, tracing::Span>,
     /// Output is written to the log a whole line at a time.
     lines: valet_runtime::Lines,
-    /// A job's pod is queued before it has an id: its `queued` phase is recorded with the
-    /// pod's next phase, under the pod's id.
-    queued: HashMap<String, Record>,
+    /// A job's pod is queued (and placed) before it has an id: those phases are recorded
+    /// with the pod's first phase that names it, under its id.
+    queued: HashMap<String, Vec<Record>>,
 }
 
 impl Sink {
@@ -1164,27 +1164,29 @@ impl Sink {
                     recorded_ms: now,
                 };
                 if pod.is_empty() {
-                    self.queued.insert(job.clone(), rec);
+                    self.queued.entry(job.clone()).or_default().push(rec);
                 } else {
-                    if let Some(Record::PodPhase {
-                        phase,
-                        at_ms,
-                        took_ms,
-                        detail,
-                        recorded_ms,
-                        ..
-                    }) = self.queued.remove(job)
-                    {
-                        self.record(Record::PodPhase {
-                            pod: pod.clone(),
-                            job: job.clone(),
-                            backend: backend.clone(),
+                    for earlier in self.queued.remove(job).unwrap_or_default() {
+                        if let Record::PodPhase {
                             phase,
                             at_ms,
                             took_ms,
                             detail,
                             recorded_ms,
-                        });
+                            ..
+                        } = earlier
+                        {
+                            self.record(Record::PodPhase {
+                                pod: pod.clone(),
+                                job: job.clone(),
+                                backend: backend.clone(),
+                                phase,
+                                at_ms,
+                                took_ms,
+                                detail,
+                                recorded_ms,
+                            });
+                        }
                     }
                     self.record(rec);
                 }
