@@ -232,11 +232,15 @@ impl Core for Baseline {
                     return out;
                 };
                 let key = (spec.repo.clone(), spec.branch.clone());
-                if self.turns.contains_key(&key) {
-                    self.turn_waiters.entry(key).or_default().push_back(id);
-                } else {
-                    self.turns.insert(key, id);
-                    out.push(Command::Turn(id));
+                match self.turns.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        let key = e.key().clone();
+                        self.turn_waiters.entry(key).or_default().push_back(id);
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(id);
+                        out.push(Command::Turn(id));
+                    }
                 }
             }
             Input::Finished(id) => {

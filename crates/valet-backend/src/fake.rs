@@ -99,7 +99,8 @@ impl FakeBackend {
     }
 
     /// Every command started from now on ends only once `file` exists (looked for every
-    /// 50 ms, without holding a thread); a cancel ends it at once.
+    /// 50 ms, without holding a thread); a cancel ends it at once. Orphan collection waits
+    /// for it too (an engine slow to clean up).
     pub fn hold_until(&self, file: PathBuf) -> &Self {
         *lock(&self.state.hold) = Some(file);
         self
@@ -203,6 +204,13 @@ impl Backend for FakeBackend {
         self.record(Call::CollectOrphans {
             scope: format!("{scope:?}"),
         });
+        // Held like a command: an engine slow to remove what a dead owner left.
+        let hold = lock(&self.state.hold).clone();
+        if let Some(file) = hold {
+            while !file.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         Ok(Vec::new())
     }
 

@@ -403,3 +403,62 @@ fn after_kill_9_the_next_start_ends_what_a_local_build_left_outside_its_group() 
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// The start-up clean-up after a `kill -9` never keeps the HTTP server from answering: here
+/// the backend's orphan collection hangs (as a flooded engine's can for minutes), and the
+/// restarted controller still answers at once, has ended the killed build, and runs a new one.
+#[test]
+fn a_slow_clean_up_after_kill_9_does_not_hold_up_the_restarted_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("Jenkinsfile"), "node { sh 'held' }\n").unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    git(&repo, &["add", "Jenkinsfile"]);
+    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    // Steps and orphan collection of the fake backend end only once this file exists.
+    let release = dir.path().join("release");
+    let config = dir.path().join("valet.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ndata_dir: data\nbackend:\n  kind: fake\n  hold_until: {}\nrepositories:\n  - name: app\n    url: {}\n    secret: s3cret\n",
+            release.display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let (mut first, addr) = serve(&config);
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/api/repos/app/builds",
+        r#"{"branch":"main"}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while builds(addr).iter().all(|b| b["status"] != "running") {
+        assert!(Instant::now() < deadline, "the build did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+
+    // Were the clean-up in the way, the controller would never get to print its address.
+    let (mut second, addr) = serve(&config);
+    let (health, _) = http(addr, "GET", "/healthz", "");
+    let all = builds(addr);
+    let (status, v) = http(
+        addr,
+        "POST",
+        "/api/repos/app/builds",
+        r#"{"branch":"main"}"#,
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+    std::fs::write(&release, "").unwrap();
+    assert_eq!(health, 200);
+    assert_eq!(all[0]["result"], "ERROR", "{all:#?}");
+    assert_eq!(all[0]["reason"], "controller restarted", "{all:#?}");
+    assert_eq!(status, 201, "a new build is accepted: {v}");
+}

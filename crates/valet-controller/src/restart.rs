@@ -43,7 +43,11 @@ pub(crate) async fn reconcile(c: &Controller) -> Result<(), StoreError> {
         .await;
     }
     if !failed.is_empty() {
-        collect_orphans(c).await;
+        // In the background: a flooded engine can take minutes to remove what the dead
+        // controller left, and the HTTP server must answer meanwhile. Only a dead owner's
+        // objects are touched, so new builds can start beside it.
+        let c = c.clone();
+        tokio::spawn(async move { collect_orphans(&c).await });
     }
     let store = c.inner.store.clone();
     let queued = blocking(move || store.queued_builds()).await?;
