@@ -83,6 +83,27 @@ fn convert(st: std::process::ExitStatus) -> Exit {
     }
 }
 
+/// When [`reap_now_and_then`] last scanned.
+static LAST_SCAN: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+
+/// Scans at most once per this: a zombie orphan costs nothing while it waits, a scan of
+/// `/proc` after every step costs each step more than the step.
+const SCAN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// [`reap`], unless it ran less than [`SCAN_EVERY`] ago (after each step; a teardown,
+/// a cancel and orphan collection reap at once).
+pub(crate) fn reap_now_and_then() {
+    {
+        let mut last = LAST_SCAN.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < SCAN_EVERY) {
+            return;
+        }
+        *last = Some(now);
+    }
+    reap();
+}
+
 /// Reaps the zombie children that are orphans of steps (see the module documentation).
 pub(crate) fn reap() {
     let mut guard = lock();

@@ -47,6 +47,9 @@ pub use reaper::{Exit, Reaper, become_subreaper};
 /// long to wait for the last bytes.
 const DRAIN_WITH_STRAGGLERS: Duration = Duration::from_millis(250);
 const DRAIN: Duration = Duration::from_secs(5);
+/// How long the pipes of a step that ended may take to close before valet looks for
+/// processes that keep them open.
+const SETTLE: Duration = Duration::from_millis(20);
 /// After a cancel ended the processes: how long to wait for output still in the pipes.
 const DRAIN_AFTER_CANCEL: Duration = Duration::from_millis(100);
 /// After KILL, how long to wait for the processes to disappear before giving up on them.
@@ -335,7 +338,9 @@ impl Process {
         self.stdout = None;
         self.stderr = None;
         let exit = self.control.exited().await;
-        if !self.pumps.is_empty() {
+        // Usually the pipes end with the main process: then no scan of `/proc` for
+        // stragglers is needed, which would cost every step far more than the step itself.
+        if !self.pumps.is_empty() && !self.settle(SETTLE).await {
             let limit = if self.control.stragglers() {
                 DRAIN_WITH_STRAGGLERS
             } else {
@@ -343,7 +348,9 @@ impl Process {
             };
             self.drain(limit).await;
         }
-        self.control.reap_orphans();
+        if self.control.inner.own {
+            adopted::reap_now_and_then();
+        }
         let f = Finished {
             exit,
             dropped: self.cap.dropped(),
@@ -361,6 +368,19 @@ impl Process {
     }
 
     /// Reads what is left in the pipes, for at most `limit`; then stops reading.
+    /// Waits up to `limit` for every pipe to reach its end, giving up on none; whether
+    /// they all did.
+    async fn settle(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Some(p) = self.pumps.last_mut() {
+            if tokio::time::timeout_at(deadline, &mut *p).await.is_err() {
+                return false;
+            }
+            self.pumps.pop();
+        }
+        true
+    }
+
     async fn drain(&mut self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         while let Some(p) = self.pumps.last_mut() {
