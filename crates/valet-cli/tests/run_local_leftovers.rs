@@ -12,26 +12,12 @@ fn marker() -> String {
     format!("3{:05}.{:09}", std::process::id() % 100_000, nanos)
 }
 
-/// The live processes whose command line contains `marker`.
+/// The live processes whose command line contains `marker`, with that command line.
 fn processes_with(marker: &str) -> Vec<(i32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(marker) {
-            found.push((pid, cmdline));
-        }
-    }
-    found
+    valet_process::marks::with_cmdline(marker)
+        .into_iter()
+        .map(|pid| (pid, valet_process::marks::cmdline(pid)))
+        .collect()
 }
 
 #[test]

@@ -110,6 +110,19 @@ pub fn marked_with(name: &str) -> Vec<(i32, String)> {
     })
 }
 
+/// The running processes whose command line (arguments joined by spaces) contains `needle`:
+/// how a test finds the processes it started under a unique argument.
+pub fn with_cmdline(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| cmdline(pid).contains(needle))
+        .collect()
+}
+
 /// A process's command line, arguments joined by spaces (empty when it is gone).
 pub fn cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))

@@ -45,22 +45,7 @@ fn marker() -> String {
 }
 
 fn processes_with(marker: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        {
-            found.push(pid);
-        }
-    }
-    found
+    valet_process::marks::with_cmdline(marker)
 }
 
 /// The state letter of `pid` (`Z` for a zombie), `None` once it is gone.
