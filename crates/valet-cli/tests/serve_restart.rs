@@ -446,3 +446,31 @@ fn a_slow_clean_up_after_kill_9_does_not_hold_up_the_restarted_controller() {
     assert_eq!(all[0]["reason"], "controller restarted", "{all:#?}");
     assert_eq!(status, 201, "a new build is accepted: {v}");
 }
+
+/// Listening on every interface is said plainly at start, not taken silently.
+#[test]
+fn listening_on_every_interface_is_warned_about() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("valet.yaml");
+    std::fs::write(
+        &config,
+        "listen: 0.0.0.0:0\ndata_dir: data\nbackend:\n  kind: fake\nrepositories: []\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("valet serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .expect("a line on stderr");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("every interface"), "{line}");
+}

@@ -51,6 +51,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         let running = Controller::start(config).await?;
         // The first line of stdout is the address (the port chosen when `listen` says 0).
         println!("valet: listening on http://{}", running.addr);
+        if running.addr.ip().is_unspecified() {
+            eprintln!(
+                "valet: warning: listening on every interface ({}): whoever reaches this port can trigger, cancel and read builds through the API; put it behind a proxy that authenticates, or listen on 127.0.0.1",
+                running.addr.ip()
+            );
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
