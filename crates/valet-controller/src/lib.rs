@@ -174,6 +174,16 @@ impl Controller {
             path: config.data_dir.clone(),
             source,
         })?;
+        // The database, logs and checkouts hold what builds printed and clone URLs: only
+        // the controller's user may enter the directory, whatever the umask made of it.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|source| StartError::DataDir {
+                    path: config.data_dir.clone(),
+                    source,
+                })?;
+        }
         let dir = config.data_dir.clone();
         let store = Arc::new(blocking(move || Store::open(&dir)).await?);
         let repos: Vec<(String, String)> = config

@@ -826,3 +826,25 @@ async fn events_of_many_short_lines_stay_a_small_multiple_of_the_log() {
     );
     s.stop().await;
 }
+
+/// The data directory (database, logs, checkouts) is closed to other users, whatever mode it
+/// was made with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_closed_to_other_users() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ndata_dir: {}\nrepositories: []\n",
+        data.display()
+    );
+    let config =
+        valet_controller::Config::parse(std::path::Path::new("valet.yaml"), &yaml, dir.path())
+            .unwrap();
+    let running = valet_controller::Controller::start(config).await.unwrap();
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    running.shutdown(std::time::Duration::from_secs(1)).await;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}
