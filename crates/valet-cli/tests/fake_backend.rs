@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{git, http, http_text, serve};
+use common::{http, http_text, repo_with, serve};
 
 /// A pod whose container's environment, and whose `node` label, are only known when the
 /// build runs: they come from a parameter.
@@ -173,12 +173,7 @@ fn an_unknown_backend_or_option_is_refused_and_runs_nothing() {
 #[test]
 fn valet_serve_with_the_fake_backend_records_the_pod_phases_of_a_build() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    std::fs::write(repo.join("Jenkinsfile"), PIPELINE).unwrap();
-    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-    git(&repo, &["add", "Jenkinsfile"]);
-    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    let repo = repo_with(dir.path(), PIPELINE);
     let record = dir.path().join("calls.jsonl");
     let config = dir.path().join("valet.yaml");
     std::fs::write(

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ROOT, git, http, serve};
+use common::{ROOT, git, http, repo_with, serve};
 
 fn hostile(name: &str) -> String {
     format!("{ROOT}/pipelines/hostile/{name}")
@@ -46,12 +46,10 @@ fn deep_expressions_in_deep_calls_run_on_the_interpreters_stack() {
 #[test]
 fn the_controller_survives_a_build_that_recurses_without_end_and_runs_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    std::fs::copy(hostile("deep-recursion.groovy"), repo.join("Jenkinsfile")).unwrap();
-    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-    git(&repo, &["add", "Jenkinsfile"]);
-    git(&repo, &["commit", "--quiet", "-m", "recursion"]);
+    let repo = repo_with(
+        dir.path(),
+        &std::fs::read_to_string(hostile("deep-recursion.groovy")).unwrap(),
+    );
     std::fs::write(repo.join("Jenkinsfile"), "node { echo 'still here' }\n").unwrap();
     git(&repo, &["checkout", "--quiet", "-b", "plain"]);
     git(&repo, &["commit", "--quiet", "-am", "plain"]);

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{builds, git, http, serve, serve_with};
+use common::{builds, http, repo_with, serve, serve_with};
 
 #[test]
 fn a_bad_configuration_is_refused_at_start_with_its_line() {
@@ -35,8 +35,6 @@ fn a_bad_configuration_is_refused_at_start_with_its_line() {
 #[test]
 fn kill_9_while_10_builds_run_and_20_wait_loses_nothing_and_runs_no_step_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
     // Outside every workspace: each step appends one line, so a step run twice shows.
     let steps = dir.path().join("steps.txt");
     // Step one holds until the test releases it, so exactly the first 10 builds are inside
@@ -47,10 +45,7 @@ fn kill_9_while_10_builds_run_and_20_wait_loses_nothing_and_runs_no_step_twice()
         steps.display(),
         release.display()
     );
-    std::fs::write(repo.join("Jenkinsfile"), pipeline).unwrap();
-    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-    git(&repo, &["add", "Jenkinsfile"]);
-    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    let repo = repo_with(dir.path(), &pipeline);
     let config = dir.path().join("valet.yaml");
     std::fs::write(
         &config,
@@ -180,16 +175,10 @@ fn owned_by_pid(pid: u32) -> Vec<String> {
 fn after_kill_9_the_next_start_removes_the_docker_pods_of_the_killed_controller() {
     common::ensure_base_image();
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    std::fs::write(
-        repo.join("Jenkinsfile"),
+    let repo = repo_with(
+        dir.path(),
         "podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:latest')]) {\n  node(POD_LABEL) {\n    container('main') { sh 'sleep 300' }\n  }\n}\n",
-    )
-    .unwrap();
-    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-    git(&repo, &["add", "Jenkinsfile"]);
-    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    );
     let config = dir.path().join("valet.yaml");
     std::fs::write(
         &config,
@@ -257,12 +246,7 @@ fn after_kill_9_the_next_start_removes_the_docker_pods_of_the_killed_controller(
 #[test]
 fn a_build_whose_backend_is_unavailable_ends_in_error_saying_so() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    std::fs::write(repo.join("Jenkinsfile"), "node { sh 'echo never' }\n").unwrap();
-    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-    git(&repo, &["add", "Jenkinsfile"]);
-    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    let repo = repo_with(dir.path(), "node { sh 'echo never' }\n");
     let config = dir.path().join("valet.yaml");
     std::fs::write(
         &config,
@@ -311,8 +295,6 @@ fn processes_with(marker: &str) -> Vec<i32> {
 #[test]
 fn after_kill_9_the_next_start_ends_what_a_local_build_left_outside_its_group() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
     // A sleep duration no other process has in its command line.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -321,16 +303,12 @@ fn after_kill_9_the_next_start_ends_what_a_local_build_left_outside_its_group() 
     let m = format!("3{:05}.{:09}", std::process::id() % 100_000, nanos);
     // The escaped process leaves the step's group and session, the build's directory and
     // its WORKSPACE variable: only the owner mark it inherited still ties it to the build.
-    std::fs::write(
-        repo.join("Jenkinsfile"),
-        format!(
+    let repo = repo_with(
+        dir.path(),
+        &format!(
             "node {{\n  sh \"setsid sh -c 'cd / && unset WORKSPACE && sleep {m}' &\"\n  sh 'sleep 300'\n}}\n"
         ),
-    )
-    .unwrap();
-    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-    git(&repo, &["add", "Jenkinsfile"]);
-    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    );
     let config = dir.path().join("valet.yaml");
     std::fs::write(
         &config,
@@ -394,12 +372,7 @@ fn after_kill_9_the_next_start_ends_what_a_local_build_left_outside_its_group() 
 #[test]
 fn a_slow_clean_up_after_kill_9_does_not_hold_up_the_restarted_controller() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    std::fs::write(repo.join("Jenkinsfile"), "node { sh 'held' }\n").unwrap();
-    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
-    git(&repo, &["add", "Jenkinsfile"]);
-    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    let repo = repo_with(dir.path(), "node { sh 'held' }\n");
     // Steps and orphan collection of the fake backend end only once this file exists.
     let release = dir.path().join("release");
     let config = dir.path().join("valet.yaml");

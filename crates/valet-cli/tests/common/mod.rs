@@ -57,6 +57,18 @@ pub fn git(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A git repository `DIR/repo` on branch `main` whose one commit holds `pipeline` as its
+/// `Jenkinsfile`.
+pub fn repo_with(dir: &Path, pipeline: &str) -> std::path::PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("Jenkinsfile"), pipeline).unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    git(&repo, &["add", "Jenkinsfile"]);
+    git(&repo, &["commit", "--quiet", "-m", "pipeline"]);
+    repo
+}
+
 /// Starts `valet serve`; returns the child and the address it printed.
 pub fn serve(config: &Path) -> (Child, SocketAddr) {
     serve_with(config, &[])
