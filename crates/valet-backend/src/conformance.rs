@@ -80,7 +80,14 @@ async fn provision(backend: &dyn Backend, containers: &[&str]) -> Box<dyn Pod> {
         .unwrap_or_else(|e| panic!("{}: provision failed: {e}", backend.name()))
 }
 
-async fn run(pod: &dyn Pod, container: &str, cmd: Command) -> Collected {
+/// Runs `script` with `/bin/sh -c` in `container` of `pod`, to its end (for tests of a
+/// backend beyond the suite).
+pub async fn sh(pod: &dyn Pod, container: &str, script: &str) -> Collected {
+    run(pod, container, Command::shell(script)).await
+}
+
+/// Runs `cmd` in `container` of `pod`, to its end.
+pub async fn run(pod: &dyn Pod, container: &str, cmd: Command) -> Collected {
     let runner = pod
         .runner(container)
         .expect("runner of a container of the spec");

@@ -5,17 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use valet_backend::conformance::{Collected, ProvisionSpec as _, collect, spec};
-use valet_backend::{Command, Pod};
+use valet_backend::Pod;
+use valet_backend::conformance::{Collected, ProvisionSpec as _, spec};
 
 async fn run(pod: &dyn Pod, container: &str, script: &str) -> Collected {
-    let exec = pod
-        .runner(container)
-        .expect("runner")
-        .start(Command::shell(script))
-        .await
-        .expect("start");
-    collect(exec).await.expect("collect")
+    valet_backend::conformance::sh(pod, container, script).await
 }
 
 fn words(w: &[&str]) -> Vec<String> {

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::NetworkCreateRequest;
-use valet_backend::conformance::{ProvisionSpec as _, collect, spec};
-use valet_backend::{Command, Pod};
+use valet_backend::Pod;
+use valet_backend::conformance::{ProvisionSpec as _, spec};
 use valet_docker::gc::Scope;
 use valet_docker::network::network_name;
 use valet_docker::{AgentChannel, DockerBackend, LABEL_OWNER, LABEL_POD};
@@ -19,13 +19,7 @@ async fn dial_out() -> DockerBackend {
 }
 
 async fn sh(pod: &dyn Pod, container: &str, script: &str) -> String {
-    let exec = pod
-        .runner(container)
-        .expect("runner")
-        .start(Command::shell(script))
-        .await
-        .expect("start");
-    let out = collect(exec).await.expect("collect");
+    let out = valet_backend::conformance::sh(pod, container, script).await;
     assert_eq!(out.status, valet_backend::ExitStatus::Code(0), "{out:?}");
     out.stdout
 }

@@ -194,15 +194,8 @@ async fn steps_gain_no_new_privileges() {
         .provision_spec(&spec("nnp", &["main"]), "b-nnp")
         .await
         .expect("provision");
-    let out = collect(
-        pod.runner("main")
-            .expect("runner")
-            .start(Command::shell("grep NoNewPrivs /proc/self/status"))
-            .await
-            .expect("start"),
-    )
-    .await
-    .expect("collect");
+    let out =
+        valet_backend::conformance::sh(&*pod, "main", "grep NoNewPrivs /proc/self/status").await;
     pod.teardown().await.expect("teardown");
     assert_eq!(out.stdout.split_whitespace().last(), Some("1"), "{out:?}");
 }
