@@ -3,10 +3,10 @@
 //! - Builds that were running end as ERROR, "controller restarted". They are not run again
 //!   (their steps may have had effects; a step never runs twice). Re-attaching to a live
 //!   pod is not done: neither backend can hand a running step back to a new process yet.
-//! - Their leftovers are removed: on the local backend, processes still running from the
-//!   build's directory (each step is a process group of its own, so they outlive a killed
-//!   controller) are killed and the directory is removed; and every backend in use collects
-//!   what a dead owner left on it (`Backend::collect_orphans`, as `valet gc` does).
+//! - Their directories are removed, and every backend in use collects what a dead owner left
+//!   on it (`Backend::collect_orphans`, as `valet gc` does: on the local backend, every
+//!   process carrying the dead controller's owner mark, also those that left their group),
+//!   in the background, so the HTTP server answers meanwhile.
 //! - Queued builds are queued again, in their order.
 
 use std::path::Path;
@@ -28,7 +28,6 @@ pub(crate) async fn reconcile(c: &Controller) -> Result<(), StoreError> {
         let limit = c.inner.config.step_log_limit;
         let id = b.id;
         blocking(move || {
-            kill_leftovers(&dir);
             let _ = std::fs::remove_dir_all(&dir);
             if let Ok(mut log) = store.build_log(id, limit) {
                 let _ = log.line(&format!("Finished: ERROR ({RESTARTED})"));
@@ -109,46 +108,7 @@ fn remove_stale_dirs(builds: &Path, keep: &[BuildId]) {
     for e in entries.flatten() {
         let id = e.file_name().to_string_lossy().parse::<BuildId>().ok();
         if id.is_some_and(|id| !keep.contains(&id)) {
-            kill_leftovers(&e.path());
             let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// Kills the process groups of processes working in `dir` (their working directory or
-/// their `WORKSPACE` is in it): steps of a build whose controller died.
-fn kill_leftovers(dir: &Path) {
-    let Ok(dir) = dir.canonicalize() else { return };
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let me = std::process::id() as i32;
-    let ws_prefix = format!("WORKSPACE={}", dir.display());
-    for p in procs.flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let in_dir = std::fs::read_link(p.path().join("cwd"))
-            .is_ok_and(|cwd| cwd.starts_with(&dir))
-            || std::fs::read(p.path().join("environ")).is_ok_and(|env| {
-                env.split(|&b| b == 0)
-                    .any(|v| v.starts_with(ws_prefix.as_bytes()))
-            });
-        if !in_dir {
-            continue;
-        }
-        let pid = nix::unistd::Pid::from_raw(pid);
-        tracing::info!(pid = pid.as_raw(), dir = %dir.display(), "killing a leftover step process");
-        match nix::unistd::getpgid(Some(pid)) {
-            Ok(pgid) if pgid.as_raw() != nix::unistd::getpgrp().as_raw() => {
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            }
-            _ => {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            }
         }
     }
 }
