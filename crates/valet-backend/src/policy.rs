@@ -29,6 +29,10 @@ impl Default for ContainerPolicy {
 /// One CPU: a runaway step (a fork bomb, a busy loop) cannot take the whole host.
 pub const DEFAULT_CPU_LIMIT_MILLIS: u64 = 1000;
 
+/// The largest default CPU limit an operator can set (a thousand CPUs): past it a number is
+/// a typo, not a machine.
+pub const MAX_CPU_LIMIT_MILLIS: u64 = 1_000_000;
+
 /// Why a pod is refused, in words naming the container and the setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -293,3 +293,22 @@ fn privileged_containers_are_refused_unless_allowed_and_cpu_limits_default() {
     assert_eq!(c["privileged"], true, "{c:#}");
     assert_eq!(c["resources"]["limit_cpu_millis"], 1500, "{c:#}");
 }
+
+/// A CPU limit past any machine is refused as a flag, before anything runs.
+#[test]
+fn an_absurd_default_cpu_limit_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args([
+            "run",
+            "--backend",
+            "fake",
+            "--default-cpu-limit",
+            "99999999999999",
+            "x.groovy",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--default-cpu-limit"), "{err}");
+}

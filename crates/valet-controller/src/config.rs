@@ -394,6 +394,18 @@ impl Config {
                 disable_concurrent_builds: r.disable_concurrent_builds,
             });
         }
+        if let Some(p) = &raw.container_policy
+            && p.value.default_cpu_limit_millis > valet_backend::policy::MAX_CPU_LIMIT_MILLIS
+        {
+            return Err(at(
+                &p.referenced,
+                format!(
+                    "container_policy.default_cpu_limit_millis must be at most {}, not {}",
+                    valet_backend::policy::MAX_CPU_LIMIT_MILLIS,
+                    p.value.default_cpu_limit_millis
+                ),
+            ));
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -712,6 +724,15 @@ repositories:
             .unwrap_err()
             .to_string();
         assert!(e.contains("privileged"), "{e}");
+        let e = parse(&format!(
+            "container_policy:\n  default_cpu_limit_millis: 99999999999999\n{GOOD}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("valet.yaml:2:") && e.contains("at most 1000000"),
+            "{e}"
+        );
     }
 
     #[test]

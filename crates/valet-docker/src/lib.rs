@@ -707,10 +707,14 @@ impl DockerBackend {
                 binds: Some(vec![format!("{volume}:{WORKSPACE}")]),
                 memory,
                 memory_swap: memory,
-                nano_cpus: r.limit_cpu_millis.map(|m| m as i64 * 1_000_000),
-                cpu_shares: r
-                    .request_cpu_millis
-                    .map(|m| ((m as i64) * 1024 / 1000).max(2)),
+                nano_cpus: r.limit_cpu_millis.map(|m| {
+                    i64::try_from(m)
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(1_000_000)
+                }),
+                cpu_shares: r.request_cpu_millis.map(|m| {
+                    (i64::try_from(m).unwrap_or(i64::MAX).saturating_mul(1024) / 1000).max(2)
+                }),
                 pids_limit: Some(PIDS_LIMIT),
                 privileged: Some(c.privileged),
                 // No step gains privileges through a setuid binary (`sudo`, `su`); privilege

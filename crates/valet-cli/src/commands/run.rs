@@ -98,7 +98,8 @@ pub(crate) struct Args {
     #[arg(long)]
     require_non_root: bool,
     /// The CPU limit of containers whose template sets none, in millicores (`0`: none).
-    #[arg(long, value_name = "MILLICORES", default_value_t = valet_backend::policy::DEFAULT_CPU_LIMIT_MILLIS)]
+    #[arg(long, value_name = "MILLICORES", default_value_t = valet_backend::policy::DEFAULT_CPU_LIMIT_MILLIS,
+          value_parser = clap::value_parser!(u64).range(0..=valet_backend::policy::MAX_CPU_LIMIT_MILLIS))]
     default_cpu_limit: u64,
 }
 
