@@ -37,6 +37,9 @@ enum Command {
     /// Serve webhooks and the HTTP API: the controller (`--config valet.yaml`, see
     /// docs/controller.md). A bad configuration is refused with its line (exit status 2).
     Serve(commands::serve::Args),
+    /// Create, list and revoke the API tokens of a controller (`--config valet.yaml`): the
+    /// API and the build page refuse requests without one (see docs/controller.md).
+    Token(commands::token::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(args),
         Command::Gc(args) => commands::gc::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Token(args) => commands::token::run(args),
     };
     match result {
         Ok(code) => code,

@@ -30,7 +30,28 @@
     return Math.floor(ms / 3600000) + 'h ' + two(Math.floor(ms / 60000) % 60) + 'm';
   }
 
+  // The sign-in form (shown instead of a page when the controller wants a token): the
+  // token goes to /api/session as JSON and comes back as an HttpOnly cookie.
+  function signIn() {
+    var form = document.getElementById('sign-in');
+    if (!form) return;
+    form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var msg = document.getElementById('sign-in-error');
+      fetch('/api/session', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        credentials: 'same-origin',
+        body: JSON.stringify({ token: form.elements.token.value })
+      }).then(function (r) {
+        if (r.ok) { window.location.reload(); return; }
+        return r.json().then(function (j) { msg.textContent = j.error || ('HTTP ' + r.status); });
+      }).catch(function (e) { msg.textContent = String(e); });
+    });
+  }
+
   function init() {
+    signIn();
     var main = document.getElementById('build');
     if (!main) return;
     var id = main.dataset.build;

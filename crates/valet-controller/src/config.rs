@@ -117,7 +117,31 @@ struct RawConfig {
     #[serde(default)]
     container_policy: Option<Spanned<RawContainerPolicy>>,
     #[serde(default)]
+    api: Option<Spanned<RawApi>>,
+    #[serde(default)]
     repositories: Vec<Spanned<RepoConfig>>,
+}
+
+/// `api:` as written; see [`ApiAccess`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default)]
+    anonymous_read: bool,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+}
+
+/// Who may use the API and by which names the controller is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiAccess {
+    /// Reads (builds, logs, events, the build page, metrics) without a token. Triggering
+    /// and cancelling always need one.
+    pub anonymous_read: bool,
+    /// Host names (lower case, no port) the controller answers to besides `localhost` and
+    /// IP addresses: a request naming any other host is refused, so a page on a rebound
+    /// DNS name cannot read the API.
+    pub hosts: Vec<String>,
 }
 
 /// `container_policy:` as written; see [`valet_backend::ContainerPolicy`].
@@ -159,6 +183,8 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// What pipelines' containers are allowed (privilege, user) and their default CPU limit.
     pub container_policy: valet_backend::ContainerPolicy,
+    /// Authentication of the API and the names the controller is reached by.
+    pub api: ApiAccess,
 }
 
 /// A repository, checked.
@@ -406,7 +432,30 @@ impl Config {
                 ),
             ));
         }
+        let api = match &raw.api {
+            None => ApiAccess::default(),
+            Some(a) => ApiAccess {
+                anonymous_read: a.value.anonymous_read,
+                hosts: a
+                    .value
+                    .hosts
+                    .iter()
+                    .map(|h| {
+                        api_host(&h.value).ok_or_else(|| {
+                            at(
+                                &h.referenced,
+                                format!(
+                                    "api.hosts: `{}` is not a host name (e.g. ci.example.com, without scheme, port or path)",
+                                    h.value
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+        };
         Ok(Config {
+            api,
             listen,
             data_dir,
             backend,
@@ -509,6 +558,19 @@ fn error_message(e: &serde_saphyr::Error) -> String {
         None => s,
     };
     s.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// A host name of `api.hosts`, lower-cased; `None` when it is not one.
+fn api_host(h: &str) -> Option<String> {
+    let h = h.trim().to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    ok.then_some(h)
 }
 
 /// `url` without the credentials it may carry (`https://user:token@host/…` →

@@ -18,6 +18,7 @@
 //! - a build that was running when the controller died is never run again (it ends as
 //!   ERROR, "controller restarted"), so no step runs twice.
 
+pub mod access;
 pub mod config;
 mod dispatch;
 pub mod hooks;
@@ -34,6 +35,13 @@ use std::sync::{Arc, Mutex};
 
 use valet_runtime::CancellationToken;
 use valet_store::{BuildId, Store, StoreError};
+pub use valet_store::now_ms;
+pub use valet_store::tokens::{CreateTokenError, Scope, TokenRow};
+
+/// `ms` (since the Unix epoch) as a UTC date and time, as the build page shows it.
+pub fn utc(ms: i64) -> String {
+    ui::utc(ms)
+}
 
 pub use config::{Config, ConfigError};
 
@@ -147,6 +155,20 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
     }
 }
 
+/// Opens (or creates) the store in the data directory `dir`, which only the controller's
+/// user may enter: the database, logs and checkouts hold what builds printed. For the
+/// controller and for its admin commands (`valet token`).
+pub fn open_store(dir: &std::path::Path) -> Result<Store, StartError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let data_dir = |source| StartError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(data_dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(data_dir)?;
+    Ok(Store::open(dir)?)
+}
+
 impl Controller {
     /// Opens the store, reconciles what a previous run left (running builds fail with
     /// "controller restarted", their pods are removed, queued builds are queued again),
@@ -170,22 +192,8 @@ impl Controller {
             addr: config.listen,
             source,
         })?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        // The database, logs and checkouts hold what builds printed and clone URLs: only
-        // the controller's user may enter the directory, whatever the umask made of it.
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|source| StartError::DataDir {
-                    path: config.data_dir.clone(),
-                    source,
-                })?;
-        }
         let dir = config.data_dir.clone();
-        let store = Arc::new(blocking(move || Store::open(&dir)).await?);
+        let store = Arc::new(blocking(move || open_store(&dir)).await?);
         let repos: Vec<(String, String)> = config
             .repositories
             .iter()

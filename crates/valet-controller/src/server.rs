@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use valet_store::{BuildId, NewBuild};
 
+use crate::access::{COOKIE, Caller};
 use crate::config::Repo;
 use crate::hooks::{self, Action, Delivery, Trigger};
 use crate::{CancelOutcome, Controller, blocking};
@@ -46,7 +47,12 @@ pub fn router(c: Controller) -> Router {
         .route("/api/repos/{name}/builds", post(trigger))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/session", post(sign_in).delete(sign_out))
         .merge(crate::ui::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            c.clone(),
+            crate::access::gate,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(c)
 }
@@ -82,7 +88,7 @@ fn ignored(c: &Controller, reason: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "request failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -340,6 +346,7 @@ struct TriggerBody {
 /// `POST /api/repos/{name}/builds`: a build by hand.
 async fn trigger(
     State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     h: HeaderMap,
     body: Bytes,
@@ -366,11 +373,16 @@ async fn trigger(
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     let branch = b.branch.unwrap_or_default().trim().to_string();
+    let by = caller
+        .token
+        .as_ref()
+        .map(|t| format!(" (token `{t}`)"))
+        .unwrap_or_default();
     let t = Trigger {
         cause: if branch.is_empty() {
-            "started by hand".into()
+            format!("started by hand{by}")
         } else {
-            format!("started by hand on {branch}")
+            format!("started by hand on {branch}{by}")
         },
         filter_branch: branch.clone(),
         branch,
@@ -581,8 +593,17 @@ fn live_stream(
 }
 
 /// `POST /api/builds/{id}/cancel`.
-async fn cancel(State(c): State<Controller>, ApiPath(id): ApiPath<BuildId>) -> Response {
-    match c.cancel(id, "cancelled through the API").await {
+async fn cancel(
+    State(c): State<Controller>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<BuildId>,
+) -> Response {
+    let reason = match &caller.token {
+        Some(t) => format!("cancelled through the API (token `{t}`)"),
+        None => "cancelled through the API".to_string(),
+    };
+    tracing::info!(build = id, token = ?caller.token, "cancel requested");
+    match c.cancel(id, &reason).await {
         Ok(CancelOutcome::Cancelled) => (
             StatusCode::OK,
             axum::Json(json!({ "build": id, "status": "cancelled" })),
@@ -600,6 +621,65 @@ async fn cancel(State(c): State<Controller>, ApiPath(id): ApiPath<BuildId>) -> R
         Ok(CancelOutcome::NotFound) => error(StatusCode::NOT_FOUND, format!("no build {id}")),
         Err(e) => internal(e),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionBody {
+    token: String,
+}
+
+/// `POST /api/session`: the build page signs in with a token, kept in an `HttpOnly`,
+/// `SameSite=Strict` cookie (never readable by a script, never sent by another site).
+async fn sign_in(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Response {
+    let b: SessionBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+    };
+    let store = c.inner.store.clone();
+    let secret = b.token.trim().to_string();
+    let now = valet_store::now_ms();
+    let found = {
+        let secret = secret.clone();
+        blocking(move || store.authenticate(&secret, now)).await
+    };
+    match found {
+        Ok(Some((name, scopes))) => {
+            // Only a token that matched a stored digest gets here: `valet_` and hex digits,
+            // nothing that could break out of the header.
+            let https = header_str(&h, "origin").is_some_and(|o| o.starts_with("https://"))
+                || header_str(&h, "x-forwarded-proto") == Some("https");
+            let cookie = format!(
+                "{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict{}",
+                if https { "; Secure" } else { "" }
+            );
+            let mut r = axum::Json(json!({ "token": name, "scopes": scopes })).into_response();
+            match HeaderValue::from_str(&cookie) {
+                Ok(v) => {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
+                    r
+                }
+                Err(_) => error(StatusCode::UNAUTHORIZED, "the token is not valid"),
+            }
+        }
+        Ok(None) => error(
+            StatusCode::UNAUTHORIZED,
+            "the token is not valid (unknown or revoked)",
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// `DELETE /api/session`: signs the page out.
+async fn sign_out() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            HeaderValue::from_static("valet_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        )],
+    )
+        .into_response()
 }
 
 /// `GET /api/repos`.

@@ -108,6 +108,25 @@ fn error_page(status: StatusCode, message: &str) -> Response {
     )
 }
 
+/// The page a browser gets instead of a page it may not read yet: a form for a token
+/// (sent as JSON by `valet.js`; the form itself posts nowhere, `form-action 'none'`).
+pub(crate) fn sign_in_page(message: &str) -> Response {
+    html(
+        StatusCode::UNAUTHORIZED,
+        page(
+            "Sign in",
+            &format!(
+                "<main><h1>Sign in</h1><p>{}</p>\
+                 <form id=\"sign-in\"><label>API token \
+                 <input type=\"password\" name=\"token\" autocomplete=\"off\" required></label> \
+                 <button type=\"submit\">Sign in</button></form>\
+                 <p class=\"error\" id=\"sign-in-error\"></p></main>",
+                esc(message)
+            ),
+        ),
+    )
+}
+
 /// HTML-escapes text for element content and quoted attribute values.
 pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Repo, Server};
+use common::{Repo, Server, TOKEN};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -240,6 +240,23 @@ async fn the_build_page_shows_a_running_stage_succeed_without_a_reload() {
     let mut cdp = Cdp::connect(&ws_url).await;
     let page = format!("http://{}/builds/{id}", s.addr);
     cdp.navigate(&page).await;
+    // Not signed in: the page is a sign-in form; a wrong token is said so on the page, the
+    // right one (sent as JSON, kept as an HttpOnly cookie) shows the build.
+    assert_eq!(cdp.eval("!!document.getElementById('sign-in') && !document.getElementById('build')").await, true);
+    cdp.eval("document.querySelector('#sign-in input[name=token]').value = 'valet_wrong'; document.getElementById('sign-in').requestSubmit(); true").await;
+    cdp.wait_for(
+        "document.getElementById('sign-in-error').textContent.includes('not valid')",
+        "a wrong token refused on the page",
+    )
+    .await;
+    cdp.eval(&format!("document.querySelector('#sign-in input[name=token]').value = '{TOKEN}'; document.getElementById('sign-in').requestSubmit(); true")).await;
+    cdp.wait_for("!!document.getElementById('build')", "the build page after signing in")
+        .await;
+    assert_eq!(
+        cdp.eval("document.cookie").await,
+        "",
+        "the token cookie is not readable by scripts"
+    );
 
     cdp.wait_for(
         "document.querySelector('#stages td[data-stage=\"Wait\"]')?.dataset.result === 'running'",

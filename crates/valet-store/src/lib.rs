@@ -14,6 +14,7 @@
 
 pub mod logs;
 mod schema;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -23,6 +24,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::Serialize;
 
 pub use logs::{BuildLog, LOG_TRUNCATED_MARKER};
+pub use tokens::{Scope, TokenRow};
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]

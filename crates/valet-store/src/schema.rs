@@ -97,6 +97,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         recorded_ms INTEGER NOT NULL,
         PRIMARY KEY (build_id, pod, phase)
      ) WITHOUT ROWID;",
+    // 3: API tokens, kept as SHA-256 digests only.
+    "CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_used_ms INTEGER
+     );",
 ];
 
 /// The schema version this binary writes.

@@ -5,6 +5,7 @@ pub(crate) mod gc;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod serve;
+pub(crate) mod token;
 
 use anyhow::Context as _;
 use valet_dsl::{Diagnostic, SourceFile};

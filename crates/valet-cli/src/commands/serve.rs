@@ -53,7 +53,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("valet: listening on http://{}", running.addr);
         if running.addr.ip().is_unspecified() {
             eprintln!(
-                "valet: warning: listening on every interface ({}): whoever reaches this port can trigger, cancel and read builds through the API; put it behind a proxy that authenticates, or listen on 127.0.0.1",
+                "valet: warning: listening on every interface ({}): API tokens and logs travel in clear over plain HTTP; put TLS in front, or listen on 127.0.0.1",
                 running.addr.ip()
             );
         }

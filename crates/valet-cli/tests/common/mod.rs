@@ -74,8 +74,41 @@ pub fn serve(config: &Path) -> (Child, SocketAddr) {
     serve_with(config, &[])
 }
 
-/// `serve` with more environment variables.
+/// The API token of each server [`serve_with`] started, by address.
+static TOKENS: std::sync::Mutex<Vec<(SocketAddr, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Creates an API token with every scope through `valet token create`.
+pub fn create_token(config: &Path, name: &str, scopes: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["token", "create", name, "--scopes", scopes, "--config"])
+        .arg(config)
+        .output()
+        .expect("valet token runs");
+    assert!(
+        out.status.success(),
+        "valet token create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The token [`http`] sends to the server at `addr`.
+pub fn token_of(addr: SocketAddr) -> Option<String> {
+    let t = TOKENS.lock().unwrap_or_else(|e| e.into_inner());
+    t.iter().rev().find(|(a, _)| *a == addr).map(|(_, t)| t.clone())
+}
+
+/// `serve` with more environment variables. A token with every scope is created first
+/// (once per data directory) and sent by [`http`].
 pub fn serve_with(config: &Path, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+    let token = {
+        let existing = std::fs::read_to_string(config.with_extension("token")).ok();
+        existing.unwrap_or_else(|| {
+            let t = create_token(config, "tests", "all");
+            std::fs::write(config.with_extension("token"), &t).unwrap();
+            t
+        })
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_valet"))
         .args(["serve", "--config"])
         .arg(config)
@@ -95,6 +128,10 @@ pub fn serve_with(config: &Path, env: &[(&str, &str)]) -> (Child, SocketAddr) {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
+    TOKENS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((addr, token));
     (child, addr)
 }
 
@@ -106,11 +143,14 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Val
 
 /// A request; the answer's status and its body as text (unchunked: `Connection: close`).
 pub fn http_text(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let auth = token_of(addr)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

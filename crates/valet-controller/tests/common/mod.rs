@@ -14,6 +14,23 @@ use valet_controller::{Config, Controller, Running};
 
 pub const SECRET: &str = "It's a Secret to Everybody";
 
+/// The API token every test server knows (every scope), sent by [`request`] unless a test
+/// gives its own `Authorization` or uses [`request_as`].
+pub const TOKEN: &str = "valet_0123456789abcdef0123456789abcdef0123456789abcdef0123456789ab";
+
+/// Stores [`TOKEN`] (all scopes) in the data directory `dir`.
+pub fn add_test_token(dir: &Path) {
+    let store = valet_controller::open_store(dir).expect("store");
+    store
+        .add_token_digest(
+            "tests",
+            &valet_store::tokens::digest(TOKEN),
+            &valet_controller::Scope::ALL,
+            0,
+        )
+        .expect("test token");
+}
+
 /// A git repository in a temporary directory.
 pub struct Repo {
     pub dir: tempfile::TempDir,
@@ -84,6 +101,7 @@ impl Server {
         );
         let config = Config::parse(Path::new("valet.yaml"), &yaml, data.path())
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        add_test_token(data.path());
         let running = Controller::start(config).await.expect("controller starts");
         Server {
             addr: running.addr,
@@ -203,8 +221,19 @@ impl Response {
 }
 
 fn head(method: &str, path: &str, headers: &[(&str, &str)], len: usize) -> String {
-    let mut s = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
+    let mut s = format!("{method} {path} HTTP/1.1\r\n");
+    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    if !has("host") {
+        s.push_str("Host: 127.0.0.1\r\n");
+    }
+    if !has("authorization") && !has("x-anonymous") {
+        s.push_str(&format!("Authorization: Bearer {TOKEN}\r\n"));
+    }
+    if len > 0 && !has("content-type") {
+        s.push_str("Content-Type: application/json\r\n");
+    }
+    s.push_str("Connection: close\r\n");
+    for (k, v) in headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("x-anonymous")) {
         s.push_str(&format!("{k}: {v}\r\n"));
     }
     s.push_str(&format!("Content-Length: {len}\r\n\r\n"));
