@@ -85,14 +85,16 @@ pub(crate) fn host_allowed(access: &ApiAccess, host: &str) -> bool {
     let name = host_name(host);
     name == "localhost"
         || name.parse::<std::net::IpAddr>().is_ok()
-        || access.hosts.iter().any(|h| *h == name)
+        || access.hosts.contains(&name)
 }
 
 /// Whether `origin` (an `Origin` value) is the origin of a request to `host`.
 fn same_origin(origin: &str, host: &str) -> bool {
-    ["http://", "https://"]
-        .iter()
-        .any(|s| origin.strip_prefix(s).is_some_and(|o| o.eq_ignore_ascii_case(host)))
+    ["http://", "https://"].iter().any(|s| {
+        origin
+            .strip_prefix(s)
+            .is_some_and(|o| o.eq_ignore_ascii_case(host))
+    })
 }
 
 /// Why a request from a browser is refused before its token is looked at; `None` when it may
@@ -337,12 +339,22 @@ mod tests {
         assert!(cross_site(&Method::POST, &h(&[("origin", "http://evil")]), host, false).is_some());
         assert!(cross_site(&Method::POST, &h(&[("origin", "null")]), host, false).is_some());
         assert!(
-            cross_site(&Method::POST, &h(&[("sec-fetch-site", "cross-site")]), host, false)
-                .is_some()
+            cross_site(
+                &Method::POST,
+                &h(&[("sec-fetch-site", "cross-site")]),
+                host,
+                false
+            )
+            .is_some()
         );
         assert!(
-            cross_site(&Method::POST, &h(&[("origin", "http://127.0.0.1:8080")]), host, true)
-                .is_none()
+            cross_site(
+                &Method::POST,
+                &h(&[("origin", "http://127.0.0.1:8080")]),
+                host,
+                true
+            )
+            .is_none()
         );
         // A script (curl, CI) sends no Origin and a bearer token: fine. A cookie without an
         // Origin is not what a browser sends for a same-origin POST: refused.

@@ -34,9 +34,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use valet_runtime::CancellationToken;
-use valet_store::{BuildId, Store, StoreError};
 pub use valet_store::now_ms;
 pub use valet_store::tokens::{CreateTokenError, Scope, TokenRow};
+use valet_store::{BuildId, Store, StoreError};
 
 /// `ms` (since the Unix epoch) as a UTC date and time, as the build page shows it.
 pub fn utc(ms: i64) -> String {

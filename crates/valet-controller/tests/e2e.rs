@@ -431,7 +431,7 @@ async fn cancelling_a_running_build_aborts_it() {
     assert_eq!(c.status, 202, "{}", c.body);
     let b = s.wait_finished(id).await;
     assert_eq!(b["result"], "ABORTED", "{b:#}");
-    assert_eq!(b["reason"], "cancelled through the API");
+    assert_eq!(b["reason"], "cancelled through the API (token `tests`)");
     // A finished build cannot be cancelled; an unknown one is 404.
     assert_eq!(
         s.post(&format!("/api/builds/{id}/cancel"), &[], b"")

@@ -242,7 +242,11 @@ async fn the_build_page_shows_a_running_stage_succeed_without_a_reload() {
     cdp.navigate(&page).await;
     // Not signed in: the page is a sign-in form; a wrong token is said so on the page, the
     // right one (sent as JSON, kept as an HttpOnly cookie) shows the build.
-    assert_eq!(cdp.eval("!!document.getElementById('sign-in') && !document.getElementById('build')").await, true);
+    assert_eq!(
+        cdp.eval("!!document.getElementById('sign-in') && !document.getElementById('build')")
+            .await,
+        true
+    );
     cdp.eval("document.querySelector('#sign-in input[name=token]').value = 'valet_wrong'; document.getElementById('sign-in').requestSubmit(); true").await;
     cdp.wait_for(
         "document.getElementById('sign-in-error').textContent.includes('not valid')",
@@ -250,8 +254,11 @@ async fn the_build_page_shows_a_running_stage_succeed_without_a_reload() {
     )
     .await;
     cdp.eval(&format!("document.querySelector('#sign-in input[name=token]').value = '{TOKEN}'; document.getElementById('sign-in').requestSubmit(); true")).await;
-    cdp.wait_for("!!document.getElementById('build')", "the build page after signing in")
-        .await;
+    cdp.wait_for(
+        "!!document.getElementById('build')",
+        "the build page after signing in",
+    )
+    .await;
     assert_eq!(
         cdp.eval("document.cookie").await,
         "",

@@ -112,9 +112,7 @@ fn valid_name(name: &str) -> bool {
 /// Why a token could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTokenError {
-    #[error(
-        "a token name is 1 to {MAX_NAME} letters, digits, `-`, `_`, `.` or `@`; `{0}` is not"
-    )]
+    #[error("a token name is 1 to {MAX_NAME} letters, digits, `-`, `_`, `.` or `@`; `{0}` is not")]
     BadName(String),
     #[error("a token named `{0}` exists: revoke it first or choose another name")]
     Exists(String),
@@ -268,7 +266,12 @@ mod tests {
         let mut wrong = secret.clone();
         wrong.pop();
         wrong.push('x');
-        for bad in [wrong.as_str(), &secret[..20], &secret[TOKEN_PREFIX.len()..], ""] {
+        for bad in [
+            wrong.as_str(),
+            &secret[..20],
+            &secret[TOKEN_PREFIX.len()..],
+            "",
+        ] {
             assert!(s.authenticate(bad, 2_000).unwrap().is_none(), "{bad}");
         }
         assert!(s.revoke_token("deploy").unwrap());

@@ -12,7 +12,13 @@ pub(crate) struct Args {
     #[command(subcommand)]
     action: Action,
     /// The controller's configuration file (its `data_dir` holds the tokens).
-    #[arg(long, short = 'c', value_name = "FILE", default_value = "valet.yaml", global = true)]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        default_value = "valet.yaml",
+        global = true
+    )]
     config: PathBuf,
 }
 

@@ -95,7 +95,10 @@ pub fn create_token(config: &Path, name: &str, scopes: &str) -> String {
 /// The token [`http`] sends to the server at `addr`.
 pub fn token_of(addr: SocketAddr) -> Option<String> {
     let t = TOKENS.lock().unwrap_or_else(|e| e.into_inner());
-    t.iter().rev().find(|(a, _)| *a == addr).map(|(_, t)| t.clone())
+    t.iter()
+        .rev()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, t)| t.clone())
 }
 
 /// `serve` with more environment variables. A token with every scope is created first

@@ -233,7 +233,10 @@ fn head(method: &str, path: &str, headers: &[(&str, &str)], len: usize) -> Strin
         s.push_str("Content-Type: application/json\r\n");
     }
     s.push_str("Connection: close\r\n");
-    for (k, v) in headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("x-anonymous")) {
+    for (k, v) in headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("x-anonymous"))
+    {
         s.push_str(&format!("{k}: {v}\r\n"));
     }
     s.push_str(&format!("Content-Length: {len}\r\n\r\n"));
