@@ -83,9 +83,7 @@ fn host_name(value: &str) -> String {
 /// Whether a request naming `host` (a `Host` value) is for this controller.
 pub(crate) fn host_allowed(access: &ApiAccess, host: &str) -> bool {
     let name = host_name(host);
-    name == "localhost"
-        || name.parse::<std::net::IpAddr>().is_ok()
-        || access.hosts.contains(&name)
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok() || access.hosts.contains(&name)
 }
 
 /// Whether `origin` (an `Origin` value) is the origin of a request to `host`.

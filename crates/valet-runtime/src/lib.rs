@@ -48,6 +48,7 @@ use valet_plan::model::JobGraph;
 pub use event::{BuildResult, Event, NoticeLevel, Place, Stream};
 pub use interp::StageSummary;
 pub use lines::{Leftover, Lines};
+pub use resolve::planned_pod;
 pub use secrets::Secrets;
 
 use interp::{Ctx, Flow, Interp};
