@@ -101,25 +101,39 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Bytes of the shared body budget held by one request until it is answered.
 pub(crate) struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 
-/// `503` with `Retry-After`: the body budget is taken by other requests.
-fn busy() -> Response {
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!(
-            "too many request bodies are being read ({} MiB at once); try again later",
-            BODY_BUDGET / (1024 * 1024)
-        ),
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    r
+/// Why a body was not read.
+#[derive(Debug)]
+enum BodyRefused {
+    /// Over [`MAX_BODY`] (`413`).
+    TooLarge,
+    /// The budget is taken by other requests (`503` with `Retry-After`).
+    Busy,
+    /// A bad `Content-Length`, or the connection failed while reading (`400`).
+    Bad(String),
 }
 
-fn too_large() -> Response {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("the body is over {} MiB", MAX_BODY / (1024 * 1024)),
-    )
+impl IntoResponse for BodyRefused {
+    fn into_response(self) -> Response {
+        match self {
+            BodyRefused::TooLarge => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {} MiB", MAX_BODY / (1024 * 1024)),
+            ),
+            BodyRefused::Busy => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "too many request bodies are being read ({} MiB at once); try again later",
+                        BODY_BUDGET / (1024 * 1024)
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                r
+            }
+            BodyRefused::Bad(why) => error(StatusCode::BAD_REQUEST, why),
+        }
+    }
 }
 
 /// Reads a request's body within the controller's budget of body bytes held at once
@@ -127,14 +141,18 @@ fn too_large() -> Response {
 /// read, a chunked body as it arrives; past the budget the request is refused (`503`)
 /// rather than waiting, and past [`MAX_BODY`] it is `413`. The budget is the caller's
 /// until it drops the [`Held`].
-async fn read_body(c: &Controller, h: &HeaderMap, body: Body) -> Result<(Bytes, Held), Response> {
+async fn read_body(
+    c: &Controller,
+    h: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Held), BodyRefused> {
     use futures::StreamExt as _;
     let budget = &c.inner.body_budget;
     let declared = match header_str(h, "content-length").map(|v| v.trim().parse::<u64>()) {
         None => None,
-        Some(Ok(n)) if n > MAX_BODY as u64 => return Err(too_large()),
+        Some(Ok(n)) if n > MAX_BODY as u64 => return Err(BodyRefused::TooLarge),
         Some(Ok(n)) => Some(n as usize),
-        Some(Err(_)) => return Err(error(StatusCode::BAD_REQUEST, "bad Content-Length")),
+        Some(Err(_)) => return Err(BodyRefused::Bad("bad Content-Length".into())),
     };
     let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let take = |n: usize, held: &mut Option<tokio::sync::OwnedSemaphorePermit>| {
@@ -152,7 +170,7 @@ async fn read_body(c: &Controller, h: &HeaderMap, body: Body) -> Result<(Bytes, 
             Err(_) => {
                 c.inner.metrics.delivery("busy");
                 tracing::warn!(bytes = n, "request body refused: the body budget is taken");
-                Err(busy())
+                Err(BodyRefused::Busy)
             }
         }
     };
@@ -162,11 +180,11 @@ async fn read_body(c: &Controller, h: &HeaderMap, body: Body) -> Result<(Bytes, 
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(|e| BodyRefused::Bad(format!("reading the body: {e}")))?;
         if buf.len() + chunk.len() > MAX_BODY {
-            return Err(too_large());
+            return Err(BodyRefused::TooLarge);
         }
+        // Only what goes past the declared length (all of a chunked body) is taken here.
         let over = (buf.len() + chunk.len()).saturating_sub(declared.unwrap_or(0));
         take(over.min(chunk.len()), &mut held)?;
         buf.extend_from_slice(&chunk);
@@ -206,7 +224,7 @@ async fn github(State(c): State<Controller>, h: HeaderMap, body: Body) -> Respon
     };
     let (body, _held) = match read_body(&c, &h, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let delivery = header_str(&h, "x-github-delivery")
         .or_else(|| header_str(&h, "idempotency-key"))
@@ -228,7 +246,7 @@ async fn gitlab(State(c): State<Controller>, h: HeaderMap, body: Body) -> Respon
     };
     let (body, _held) = match read_body(&c, &h, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let delivery = header_str(&h, "x-gitlab-event-uuid")
         .or_else(|| header_str(&h, "idempotency-key"))
@@ -249,7 +267,7 @@ async fn generic(State(c): State<Controller>, h: HeaderMap, body: Body) -> Respo
     };
     let (body, _held) = match read_body(&c, &h, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let delivery = header_str(&h, "idempotency-key").map(|d| format!("generic:{d}"));
     deliver(
@@ -363,8 +381,8 @@ async fn create(
     trigger: &str,
     delivery: Option<String>,
 ) -> Response {
-    if let Err(resp) = check_names(c, &t) {
-        return resp;
+    if let Some(refused) = check_names(c, &t) {
+        return refused;
     }
     let nb = NewBuild {
         repo: repo.name.clone(),
@@ -409,29 +427,28 @@ async fn create(
 
 /// The commit, ref and branch a trigger names, as git itself would accept them (`git
 /// check-ref-format`); refused with `400` and nothing stored.
-fn check_names(c: &Controller, t: &Trigger) -> Result<(), Response> {
-    let refuse = |what: String| {
-        c.inner.metrics.delivery("invalid");
-        Err(error(StatusCode::BAD_REQUEST, what))
-    };
-    if let Some(commit) = &t.commit
+fn check_names(c: &Controller, t: &Trigger) -> Option<Response> {
+    let problem = if let Some(commit) = &t.commit
         && !hooks::safe_git_name(commit)
     {
-        return refuse(format!("`{commit}` is not a commit id valet accepts"));
-    }
-    if let Some(r) = &t.git_ref
+        Some(format!("`{commit}` is not a commit id valet accepts"))
+    } else if let Some(r) = &t.git_ref
         && let Err(e) = hooks::check_full_ref(r)
     {
-        return refuse(format!("{:?} is not a valid git ref: {e}", r));
-    }
-    // An empty branch asks for the default branch (triggers by hand only: a push always
-    // names its branch, and a push of `refs/heads/` is refused by its ref above).
-    if !t.branch.is_empty()
+        Some(format!("{r:?} is not a valid git ref: {e}"))
+    } else if !t.branch.is_empty()
         && let Err(e) = hooks::check_branch_name(&t.branch)
     {
-        return refuse(format!("{:?} is not a valid branch name: {e}", t.branch));
-    }
-    Ok(())
+        // (An empty branch asks for the default branch: triggers by hand only. A push
+        // always names its branch, and a push of `refs/heads/` is refused by its ref.)
+        Some(format!("{:?} is not a valid branch name: {e}", t.branch))
+    } else {
+        None
+    };
+    problem.map(|what| {
+        c.inner.metrics.delivery("invalid");
+        error(StatusCode::BAD_REQUEST, what)
+    })
 }
 
 /// `503` with `Retry-After`: `max_queued` builds wait; nothing was stored.
@@ -471,7 +488,7 @@ async fn trigger(
     };
     let (body, _held) = match read_body(&c, &h, body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let b: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerBody {
