@@ -1278,3 +1278,54 @@ impl Sink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(a: &'a GitAuth, k: &str) -> Option<&'a str> {
+        a.env
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn credentials_of_an_http_url_go_to_the_environment_for_that_host_only() {
+        let a = GitAuth::new("https://x-access-token:t%40k:en@git.example.com:8443/a/b.git");
+        assert_eq!(a.url, "https://git.example.com:8443/a/b.git");
+        assert_eq!(env(&a, "VALET_GIT_USERNAME"), Some("x-access-token"));
+        assert_eq!(env(&a, "VALET_GIT_PASSWORD"), Some("t@k:en"));
+        assert_eq!(
+            env(&a, "GIT_CONFIG_KEY_0"),
+            Some("credential.https://git.example.com:8443.helper")
+        );
+        assert_eq!(env(&a, "GIT_CONFIG_COUNT"), Some("1"));
+        // The helper names the variables, never the values.
+        assert!(!env(&a, "GIT_CONFIG_VALUE_0").unwrap().contains("t@k"));
+
+        // A token alone is the user name.
+        let a = GitAuth::new("https://ghp_abc@github.com/a/b");
+        assert_eq!(a.url, "https://github.com/a/b");
+        assert_eq!(env(&a, "VALET_GIT_USERNAME"), Some("ghp_abc"));
+        assert_eq!(env(&a, "VALET_GIT_PASSWORD"), Some(""));
+
+        // Nothing to hide: the URL as given, no environment.
+        for url in [
+            "https://github.com/a/b",
+            "ssh://git@github.com/a/b",
+            "git@github.com:a/b.git",
+            "file:///srv/a",
+        ] {
+            let a = GitAuth::new(url);
+            assert_eq!((a.url.as_str(), a.env.len()), (url, 0), "{url}");
+        }
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded_and_a_stray_percent_is_kept() {
+        assert_eq!(percent_decode("a%3Ab%40c"), "a:b@c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}
