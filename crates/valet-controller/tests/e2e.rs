@@ -215,6 +215,49 @@ async fn a_body_over_25_mib_is_refused_with_413() {
     s.stop().await;
 }
 
+/// A chunked body (no declared length) is counted as it arrives: a small one is read and
+/// builds, one past 25 MiB is refused with 413 and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_are_counted_as_they_arrive() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    async fn chunked(addr: std::net::SocketAddr, sig: &str, body: &[u8]) -> String {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let mut out = format!(
+            "POST /hooks/github HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: chunked-{}\r\nX-Hub-Signature-256: {sig}\r\nTransfer-Encoding: chunked\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        for piece in body.chunks(1024 * 1024) {
+            out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            out.extend_from_slice(piece);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(&out).await;
+            wr
+        });
+        let mut raw = Vec::new();
+        let _ = rd.read_to_end(&mut raw).await;
+        drop(writer);
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+    let repo = Repo::new(GOOD);
+    let s = Server::start(&repo, "", "").await;
+    let body = github_push_body("main", &repo.head());
+    let sig = hmac_sha256_header(SECRET.as_bytes(), body.as_bytes());
+    let answer = chunked(s.addr, &sig, body.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let huge = vec![b' '; 26 * 1024 * 1024];
+    let sig = hmac_sha256_header(SECRET.as_bytes(), &huge);
+    let answer = chunked(s.addr, &sig, &huge).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("over 25 MiB"), "{answer}");
+    assert_eq!(s.builds().await.len(), 1);
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_syntax_error_ends_in_error_with_the_diagnostic_in_the_log() {
     let repo = Repo::new("node {\n  stage('A') {\n    sh 'echo hi'\n  }\n  echo 'x' +\n}\n");
