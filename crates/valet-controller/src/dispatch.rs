@@ -54,18 +54,27 @@ pub(crate) enum Msg {
 /// Builds waiting and running, as last published.
 #[derive(Default)]
 pub(crate) struct Counts {
-    /// Queued in the scheduler.
-    queued: AtomicUsize,
-    /// Sent to the dispatcher and not yet taken in: counted as queued, so a burst of
-    /// triggers sees every build before it (`max_queued`).
-    unseen: AtomicUsize,
+    waiting: std::sync::Mutex<Waiting>,
     /// Started and not finished (running, or waiting for their branch).
     active: AtomicUsize,
 }
 
+/// The two halves of the waiting builds, changed together under one lock so that a
+/// build moving from one to the other is never counted zero times.
+#[derive(Default)]
+struct Waiting {
+    /// Queued in the scheduler.
+    queued: usize,
+    /// Places taken for builds being recorded, or sent to the dispatcher and not yet taken
+    /// in: counted as queued, so a burst of triggers sees every build before it
+    /// (`max_queued`).
+    unseen: usize,
+}
+
 impl Counts {
     pub(crate) fn queued(&self) -> usize {
-        self.queued.load(Ordering::SeqCst) + self.unseen.load(Ordering::SeqCst)
+        let w = crate::lock(&self.waiting);
+        w.queued + w.unseen
     }
 
     pub(crate) fn active(&self) -> usize {
@@ -73,7 +82,42 @@ impl Counts {
     }
 
     pub(crate) fn submitted(&self) {
-        self.unseen.fetch_add(1, Ordering::SeqCst);
+        crate::lock(&self.waiting).unseen += 1;
+    }
+
+    /// Takes a place in the queue for a build about to be recorded, if fewer than `max`
+    /// builds wait: the count and the taking are one step, so concurrent triggers never
+    /// pass the bound together. The place is the build's until [`Counts::release`] (not
+    /// recorded after all) or until the dispatcher takes its `Submit` in. Refused with the
+    /// number of builds waiting.
+    pub(crate) fn reserve(&self, max: usize) -> Result<(), usize> {
+        let mut w = crate::lock(&self.waiting);
+        let waiting = w.queued + w.unseen;
+        if waiting >= max {
+            return Err(waiting);
+        }
+        w.unseen += 1;
+        Ok(())
+    }
+
+    /// Gives back a place taken by [`Counts::reserve`] for a build that was not recorded.
+    pub(crate) fn release(&self) {
+        let mut w = crate::lock(&self.waiting);
+        w.unseen = w.unseen.saturating_sub(1);
+    }
+
+    /// The scheduler took a submitted build in: it moves from `unseen` to `queued` (or
+    /// straight to `active`) in one step.
+    fn taken_in(&self, queued: usize, active: usize) {
+        let mut w = crate::lock(&self.waiting);
+        w.unseen = w.unseen.saturating_sub(1);
+        w.queued = queued;
+        self.active.store(active, Ordering::SeqCst);
+    }
+
+    fn publish(&self, queued: usize, active: usize) {
+        crate::lock(&self.waiting).queued = queued;
+        self.active.store(active, Ordering::SeqCst);
     }
 }
 
@@ -161,8 +205,10 @@ impl Dispatcher {
             Msg::Submit(spec) => {
                 let cmds = self.handle(Input::Submit(spec));
                 self.apply(cmds);
-                self.publish();
-                self.c.inner.counts.unseen.fetch_sub(1, Ordering::SeqCst);
+                self.c
+                    .inner
+                    .counts
+                    .taken_in(self.sched.queued(), self.sched.active());
             }
             Msg::Cancel { build, reply } => {
                 self.cancels.insert(build, reply);
@@ -257,8 +303,9 @@ impl Dispatcher {
     }
 
     fn publish(&self) {
-        let counts = &self.c.inner.counts;
-        counts.queued.store(self.sched.queued(), Ordering::SeqCst);
-        counts.active.store(self.sched.active(), Ordering::SeqCst);
+        self.c
+            .inner
+            .counts
+            .publish(self.sched.queued(), self.sched.active());
     }
 }

@@ -436,6 +436,123 @@ pub fn safe_git_name(s: &str) -> bool {
         && !s.contains("..")
 }
 
+/// Why a ref or branch name is refused: the rules of `git check-ref-format`, which git
+/// itself applies to every ref it creates, and valet's own (no leading `-`, a bounded length).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is longer than {MAX_REF} bytes")]
+    TooLong,
+    #[error("it starts with `-`")]
+    LeadingDash,
+    #[error("a full ref starts with `refs/`")]
+    NotUnderRefs,
+    #[error("it starts or ends with `/`, or has an empty component (`//`)")]
+    EmptyComponent,
+    #[error("a component starts with `.`")]
+    DotComponent,
+    #[error("a component ends with `.lock`")]
+    LockComponent,
+    #[error("it ends with `.`")]
+    TrailingDot,
+    #[error("it contains `..`")]
+    DoubleDot,
+    #[error("it contains `@{{`")]
+    AtBrace,
+    #[error("it is `@`")]
+    LoneAt,
+    #[error("it is `HEAD`")]
+    Head,
+    #[error("it contains {0}")]
+    BadChar(&'static str),
+}
+
+/// The longest ref or branch name accepted.
+pub const MAX_REF: usize = 256;
+
+/// `git check-ref-format` on a full ref name (`refs/heads/main`, `refs/pull/7/head`).
+/// The rules, from git's documentation: no component starts with `.` or ends with
+/// `.lock`; no `..`; no control character, space, `~`, `^`, `:`, `?`, `*`, `[` or `\`; no
+/// leading or trailing `/` and no `//`; no trailing `.`; no `@{`; not `@` alone.
+pub fn check_ref_format(name: &str) -> Result<(), RefError> {
+    if name.is_empty() {
+        return Err(RefError::Empty);
+    }
+    if name.len() > MAX_REF {
+        return Err(RefError::TooLong);
+    }
+    if name.starts_with('-') {
+        return Err(RefError::LeadingDash);
+    }
+    if name == "@" {
+        return Err(RefError::LoneAt);
+    }
+    for c in name.chars() {
+        let bad = match c {
+            c if c.is_ascii_control() => "a control character",
+            ' ' => "a space",
+            '~' => "`~`",
+            '^' => "`^`",
+            ':' => "`:`",
+            '?' => "`?`",
+            '*' => "`*`",
+            '[' => "`[`",
+            '\\' => "`\\`",
+            _ => continue,
+        };
+        return Err(RefError::BadChar(bad));
+    }
+    if name.contains("..") {
+        return Err(RefError::DoubleDot);
+    }
+    if name.contains("@{") {
+        return Err(RefError::AtBrace);
+    }
+    if name.ends_with('.') {
+        return Err(RefError::TrailingDot);
+    }
+    for component in name.split('/') {
+        if component.is_empty() {
+            return Err(RefError::EmptyComponent);
+        }
+        if component.starts_with('.') {
+            return Err(RefError::DotComponent);
+        }
+        if component.ends_with(".lock") {
+            return Err(RefError::LockComponent);
+        }
+    }
+    Ok(())
+}
+
+/// A full ref a delivery asks valet to fetch: under `refs/` and as git accepts it.
+pub fn check_full_ref(name: &str) -> Result<(), RefError> {
+    check_ref_format(name)?;
+    if !name.starts_with("refs/") {
+        return Err(RefError::NotUnderRefs);
+    }
+    Ok(())
+}
+
+/// A branch name as `git check-ref-format --branch` accepts it: `refs/heads/<name>` is a
+/// valid ref, the name does not start with `-` and is not `HEAD`.
+pub fn check_branch_name(name: &str) -> Result<(), RefError> {
+    if name.is_empty() {
+        return Err(RefError::Empty);
+    }
+    if name.starts_with('-') {
+        return Err(RefError::LeadingDash);
+    }
+    if name == "HEAD" {
+        return Err(RefError::Head);
+    }
+    if name.len() > MAX_REF {
+        return Err(RefError::TooLong);
+    }
+    check_ref_format(&format!("refs/heads/{name}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,5 +678,89 @@ mod tests {
         assert!(!safe_git_name("--upload-pack=evil"));
         assert!(!safe_git_name("a b"));
         assert!(!safe_git_name("a/../b"));
+    }
+
+    /// The examples of git's own documentation and test suite (`git help
+    /// check-ref-format`, t1402-check-ref-format.sh), as full refs and as branch names.
+    #[test]
+    fn refs_follow_git_check_ref_format() {
+        let valid = [
+            "refs/heads/main",
+            "refs/heads/feature/x",
+            "refs/pull/7/head",
+            "refs/merge-requests/3/head",
+            "refs/tags/v1.2.3",
+            "refs/heads/foo@bar",
+            "refs/heads/a.b",
+            "refs/heads/ünïcode",
+            "refs/heads/x.lockx",
+            "refs/heads/@x",
+        ];
+        for r in valid {
+            assert_eq!(check_full_ref(r), Ok(()), "{r}");
+        }
+        let invalid = [
+            ("", RefError::Empty),
+            ("refs/heads/", RefError::EmptyComponent),
+            ("/refs/heads/a", RefError::EmptyComponent),
+            ("refs/heads//a", RefError::EmptyComponent),
+            ("refs/heads/a/", RefError::EmptyComponent),
+            ("refs/heads/a.", RefError::TrailingDot),
+            ("refs/heads/x.lock", RefError::LockComponent),
+            ("refs/heads/x.lock/y", RefError::LockComponent),
+            ("refs/heads/.hidden", RefError::DotComponent),
+            ("refs/heads/a/.b", RefError::DotComponent),
+            ("refs/heads/a..b", RefError::DoubleDot),
+            ("refs/heads/a@{1}", RefError::AtBrace),
+            ("@", RefError::LoneAt),
+            ("refs/heads/a b", RefError::BadChar("a space")),
+            ("refs/heads/a\tb", RefError::BadChar("a control character")),
+            ("refs/heads/a\nb", RefError::BadChar("a control character")),
+            (
+                "refs/heads/a\u{7f}b",
+                RefError::BadChar("a control character"),
+            ),
+            ("refs/heads/a~1", RefError::BadChar("`~`")),
+            ("refs/heads/a^", RefError::BadChar("`^`")),
+            ("refs/heads/a:b", RefError::BadChar("`:`")),
+            ("refs/heads/a?", RefError::BadChar("`?`")),
+            ("refs/heads/a*", RefError::BadChar("`*`")),
+            ("refs/heads/a[b", RefError::BadChar("`[`")),
+            ("refs/heads/a\\b", RefError::BadChar("`\\`")),
+            ("-refs/heads/a", RefError::LeadingDash),
+            ("heads/main", RefError::NotUnderRefs),
+        ];
+        for (r, why) in invalid {
+            assert_eq!(check_full_ref(r), Err(why.clone()), "{r:?}");
+        }
+        assert_eq!(
+            check_full_ref(&format!("refs/heads/{}", "a".repeat(MAX_REF))),
+            Err(RefError::TooLong)
+        );
+
+        for b in ["main", "feature/x", "PR-12", "MR-3", "release-1.0", "a@b"] {
+            assert_eq!(check_branch_name(b), Ok(()), "{b}");
+        }
+        let bad_branches = [
+            ("", RefError::Empty),
+            ("-x", RefError::LeadingDash),
+            ("--upload-pack=evil", RefError::LeadingDash),
+            ("HEAD", RefError::Head),
+            ("a//b", RefError::EmptyComponent),
+            ("a/", RefError::EmptyComponent),
+            ("/a", RefError::EmptyComponent),
+            ("x.lock", RefError::LockComponent),
+            ("..", RefError::DoubleDot),
+            ("a..b", RefError::DoubleDot),
+            ("a@{u}", RefError::AtBrace),
+            ("a.", RefError::TrailingDot),
+            (".a", RefError::DotComponent),
+            ("a\u{1}b", RefError::BadChar("a control character")),
+        ];
+        for (b, why) in bad_branches {
+            assert_eq!(check_branch_name(b), Err(why.clone()), "{b:?}");
+        }
+        // Every message says what is wrong in words.
+        assert_eq!(RefError::AtBrace.to_string(), "it contains `@{`",);
     }
 }

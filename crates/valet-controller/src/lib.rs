@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     /// The backends in use, by kind, built when a build first needs one.
     pub(crate) backends: tokio::sync::Mutex<HashMap<String, Arc<dyn valet_backend::Backend>>>,
     pub(crate) shutdown: CancellationToken,
+    /// Bytes of request bodies that may be held at once (`server::BODY_BUDGET`).
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// How to stop one running build, and why it was stopped.
@@ -197,7 +199,9 @@ impl Controller {
         let repos: Vec<(String, String)> = config
             .repositories
             .iter()
-            .map(|r| (r.name.clone(), r.url.clone()))
+            // The store (and everything that reads it) gets the URL without its
+            // credentials: they stay in the configuration and reach only git.
+            .map(|r| (r.name.clone(), config::redact_url(&r.url)))
             .collect();
         {
             let store = store.clone();
@@ -205,10 +209,14 @@ impl Controller {
         }
         let mut repo_keys = HashMap::new();
         for (i, r) in config.repositories.iter().enumerate() {
-            repo_keys.entry(r.url.clone()).or_insert(i);
-            repo_keys
-                .entry(r.url.trim_end_matches(".git").to_string())
-                .or_insert(i);
+            // Payloads name the clone URL without the credentials it has here.
+            let bare = config::url_without_userinfo(&r.url);
+            for url in [r.url.clone(), bare] {
+                repo_keys
+                    .entry(url.trim_end_matches(".git").to_string())
+                    .or_insert(i);
+                repo_keys.entry(url).or_insert(i);
+            }
         }
         // Names win over URLs that happen to be equal to another repository's name.
         for (i, r) in config.repositories.iter().enumerate() {
@@ -227,6 +235,7 @@ impl Controller {
             cancels: Mutex::default(),
             backends: tokio::sync::Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(server::BODY_BUDGET)),
         });
         let controller = Controller { inner };
         restart::reconcile(&controller).await?;
@@ -277,13 +286,18 @@ impl Controller {
 
     /// Queues a recorded build.
     pub(crate) fn enqueue(&self, id: BuildId, repo: &str, branch: Option<&str>) {
+        self.inner.counts.submitted();
+        self.enqueue_reserved(id, repo, branch);
+    }
+
+    /// Queues a recorded build whose place was taken with `Counts::reserve`.
+    pub(crate) fn enqueue_reserved(&self, id: BuildId, repo: &str, branch: Option<&str>) {
         self.inner.live.get_or_create(id);
         let exclusive = self
             .inner
             .config
             .repo(repo)
             .is_some_and(|r| r.disable_concurrent_builds);
-        self.inner.counts.submitted();
         self.send(dispatch::Msg::Submit(valet_sched::BuildSpec {
             id,
             repo: repo.to_string(),

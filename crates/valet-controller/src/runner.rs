@@ -691,37 +691,108 @@ struct Checkout {
     branch: Option<String>,
 }
 
+/// How git reaches a repository without its credentials on a command line or on disk:
+/// the URL without them, and the environment that gives them to git's credential
+/// machinery for that URL's host only (a helper configured through `GIT_CONFIG_COUNT`,
+/// reading the user and password from variables of git's own environment). Other users
+/// can read a process's arguments; nobody but its user reads its environment.
+struct GitAuth {
+    url: String,
+    env: Vec<(String, String)>,
+}
+
+impl GitAuth {
+    fn new(url: &str) -> GitAuth {
+        let userinfo = crate::config::url_userinfo(url).filter(|u| !u.is_empty());
+        let http = url.starts_with("https://") || url.starts_with("http://");
+        let Some(userinfo) = userinfo.filter(|_| http) else {
+            // No credentials (ssh names only a user, which is no secret).
+            return GitAuth {
+                url: url.to_string(),
+                env: Vec::new(),
+            };
+        };
+        let bare = crate::config::url_without_userinfo(url);
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        // `scheme://host[:port]`: git asks this helper for that host and no other (a
+        // redirect elsewhere gets nothing).
+        let (scheme, rest) = bare.split_once("://").unwrap_or(("https", &bare));
+        let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let helper = "!f() { test \"$1\" = get || exit 0; printf 'username=%s\\npassword=%s\\n' \"$VALET_GIT_USERNAME\" \"$VALET_GIT_PASSWORD\"; }; f";
+        let env = vec![
+            ("GIT_CONFIG_COUNT".into(), "1".into()),
+            (
+                "GIT_CONFIG_KEY_0".into(),
+                format!("credential.{scheme}://{host}.helper"),
+            ),
+            ("GIT_CONFIG_VALUE_0".into(), helper.into()),
+            ("VALET_GIT_USERNAME".into(), percent_decode(user)),
+            ("VALET_GIT_PASSWORD".into(), percent_decode(password)),
+        ];
+        GitAuth { url: bare, env }
+    }
+}
+
+/// `%XX` escapes of a URL's user and password decoded (a token may hold `@` or `:`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Clones `url` into `dir` and checks out what the build names: its commit (fetching its
 /// ref when the commit is not on a branch), else its ref, else its branch, else the
-/// remote's default branch.
+/// remote's default branch. The URL's credentials never reach git's arguments nor the
+/// clone's `.git/config` (see [`GitAuth`]).
 async fn checkout_repo(url: &str, dir: &Path, b: &BuildRow) -> Result<Checkout, String> {
     if let Some(parent) = dir.parent() {
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| format!("{}: {e}", parent.display()))?;
     }
+    let auth = GitAuth::new(url);
+    let env = auth.env.as_slice();
     let dir_s = dir.display().to_string();
     git(
         None,
-        &["clone", "--quiet", "--no-checkout", "--", url, &dir_s],
+        &["clone", "--quiet", "--no-checkout", "--", &auth.url, &dir_s],
+        env,
     )
     .await?;
     let repo = Some(dir);
     let rev = if let Some(commit) = &b.commit {
-        let present = git(repo, &["cat-file", "-e", &format!("{commit}^{{commit}}")])
-            .await
-            .is_ok();
+        let present = git(
+            repo,
+            &["cat-file", "-e", &format!("{commit}^{{commit}}")],
+            env,
+        )
+        .await
+        .is_ok();
         if !present {
             match &b.git_ref {
                 Some(r) => {
-                    git(repo, &["fetch", "--quiet", "origin", r]).await?;
+                    git(repo, &["fetch", "--quiet", "origin", r], env).await?;
                 }
-                None => return Err(format!("commit {commit} is not in {url}")),
+                None => return Err(format!("commit {commit} is not in {}", auth.url)),
             }
         }
         commit.clone()
     } else if let Some(r) = &b.git_ref {
-        git(repo, &["fetch", "--quiet", "origin", r]).await?;
+        git(repo, &["fetch", "--quiet", "origin", r], env).await?;
         "FETCH_HEAD".into()
     } else if let Some(branch) = &b.branch {
         format!("refs/remotes/origin/{branch}")
@@ -739,22 +810,17 @@ async fn checkout_repo(url: &str, dir: &Path, b: &BuildRow) -> Result<Checkout, 
             &rev,
             "--",
         ],
+        env,
     )
     .await?;
-    let commit = git(repo, &["rev-parse", "HEAD"]).await?;
+    let commit = git(repo, &["rev-parse", "HEAD"], env).await?;
     let branch = match &b.branch {
         Some(_) => None,
-        None => git(repo, &["rev-parse", "--abbrev-ref", "origin/HEAD"])
+        None => git(repo, &["rev-parse", "--abbrev-ref", "origin/HEAD"], env)
             .await
             .ok()
             .map(|s| s.strip_prefix("origin/").unwrap_or(&s).to_string()),
     };
-    // The checkout is the steps' workspace: the clone URL's credentials do not stay in its
-    // `.git/config`, where any step could read them.
-    if crate::config::url_userinfo(url).is_some() {
-        let bare = crate::config::url_without_userinfo(url);
-        git(repo, &["remote", "set-url", "origin", &bare]).await?;
-    }
     Ok(Checkout { commit, branch })
 }
 
@@ -768,13 +834,19 @@ fn scrub(text: &str, url: &str) -> String {
     }
 }
 
-/// Runs `git` (in `dir`), its output trimmed; an error carries git's own words.
-async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+/// Runs `git` (in `dir`, with `env` added), its output trimmed; an error carries git's
+/// own words.
+async fn git(
+    dir: Option<&Path>,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new("git");
     if let Some(d) = dir {
         cmd.arg("-C").arg(d);
     }
     cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -1204,5 +1276,56 @@ impl Sink {
         if let Ok(json) = serde_json::to_string(ev) {
             self.publish(json);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(a: &'a GitAuth, k: &str) -> Option<&'a str> {
+        a.env
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn credentials_of_an_http_url_go_to_the_environment_for_that_host_only() {
+        let a = GitAuth::new("https://x-access-token:t%40k:en@git.example.com:8443/a/b.git");
+        assert_eq!(a.url, "https://git.example.com:8443/a/b.git");
+        assert_eq!(env(&a, "VALET_GIT_USERNAME"), Some("x-access-token"));
+        assert_eq!(env(&a, "VALET_GIT_PASSWORD"), Some("t@k:en"));
+        assert_eq!(
+            env(&a, "GIT_CONFIG_KEY_0"),
+            Some("credential.https://git.example.com:8443.helper")
+        );
+        assert_eq!(env(&a, "GIT_CONFIG_COUNT"), Some("1"));
+        // The helper names the variables, never the values.
+        assert!(!env(&a, "GIT_CONFIG_VALUE_0").unwrap().contains("t@k"));
+
+        // A token alone is the user name.
+        let a = GitAuth::new("https://ghp_abc@github.com/a/b");
+        assert_eq!(a.url, "https://github.com/a/b");
+        assert_eq!(env(&a, "VALET_GIT_USERNAME"), Some("ghp_abc"));
+        assert_eq!(env(&a, "VALET_GIT_PASSWORD"), Some(""));
+
+        // Nothing to hide: the URL as given, no environment.
+        for url in [
+            "https://github.com/a/b",
+            "ssh://git@github.com/a/b",
+            "git@github.com:a/b.git",
+            "file:///srv/a",
+        ] {
+            let a = GitAuth::new(url);
+            assert_eq!((a.url.as_str(), a.env.len()), (url, 0), "{url}");
+        }
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded_and_a_stray_percent_is_kept() {
+        assert_eq!(percent_decode("a%3Ab%40c"), "a:b@c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

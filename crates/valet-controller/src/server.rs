@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -26,6 +26,10 @@ use crate::{CancelOutcome, Controller, blocking};
 
 /// The largest body a webhook or API call may have (GitHub caps its payloads at 25 MiB).
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
+/// The most bytes of request bodies held at once, all requests together: a burst of large
+/// deliveries waits its turn (`503` with `Retry-After`) instead of taking the memory of
+/// the process.
+pub const BODY_BUDGET: usize = 64 * 1024 * 1024;
 /// The most builds one list answers with.
 pub const MAX_LIST: u32 = 500;
 /// Bodies larger than this are parsed on a blocking thread.
@@ -100,6 +104,100 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Bytes of the shared body budget held by one request until it is answered.
+pub(crate) struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// Why a body was not read.
+#[derive(Debug)]
+enum BodyRefused {
+    /// Over [`MAX_BODY`] (`413`).
+    TooLarge,
+    /// The budget is taken by other requests (`503` with `Retry-After`).
+    Busy,
+    /// A bad `Content-Length`, or the connection failed while reading (`400`).
+    Bad(String),
+}
+
+impl IntoResponse for BodyRefused {
+    fn into_response(self) -> Response {
+        match self {
+            BodyRefused::TooLarge => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {} MiB", MAX_BODY / (1024 * 1024)),
+            ),
+            BodyRefused::Busy => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "too many request bodies are being read ({} MiB at once); try again later",
+                        BODY_BUDGET / (1024 * 1024)
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                r
+            }
+            BodyRefused::Bad(why) => error(StatusCode::BAD_REQUEST, why),
+        }
+    }
+}
+
+/// Reads a request's body within the controller's budget of body bytes held at once
+/// ([`BODY_BUDGET`]): a declared length is taken from the budget before any byte is
+/// read, a chunked body as it arrives; past the budget the request is refused (`503`)
+/// rather than waiting, and past [`MAX_BODY`] it is `413`. The budget is the caller's
+/// until it drops the [`Held`].
+async fn read_body(
+    c: &Controller,
+    h: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Held), BodyRefused> {
+    use futures::StreamExt as _;
+    let budget = &c.inner.body_budget;
+    let declared = match header_str(h, "content-length").map(|v| v.trim().parse::<u64>()) {
+        None => None,
+        Some(Ok(n)) if n > MAX_BODY as u64 => return Err(BodyRefused::TooLarge),
+        Some(Ok(n)) => Some(n as usize),
+        Some(Err(_)) => return Err(BodyRefused::Bad("bad Content-Length".into())),
+    };
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let take = |n: usize, held: &mut Option<tokio::sync::OwnedSemaphorePermit>| {
+        if n == 0 {
+            return Ok(());
+        }
+        match budget.clone().try_acquire_many_owned(n as u32) {
+            Ok(p) => {
+                match held {
+                    Some(h) => h.merge(p),
+                    None => *held = Some(p),
+                }
+                Ok(())
+            }
+            Err(_) => {
+                c.inner.metrics.delivery("busy");
+                tracing::warn!(bytes = n, "request body refused: the body budget is taken");
+                Err(BodyRefused::Busy)
+            }
+        }
+    };
+    if let Some(n) = declared {
+        take(n, &mut held)?;
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyRefused::Bad(format!("reading the body: {e}")))?;
+        if buf.len() + chunk.len() > MAX_BODY {
+            return Err(BodyRefused::TooLarge);
+        }
+        // Only what goes past the declared length (all of a chunked body) is taken here.
+        let over = (buf.len() + chunk.len()).saturating_sub(declared.unwrap_or(0));
+        take(over.min(chunk.len()), &mut held)?;
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((Bytes::from(buf), Held(held)))
+}
+
 async fn parse<T: Send + 'static>(body: Bytes, f: impl FnOnce(&[u8]) -> T + Send + 'static) -> T {
     if body.len() <= PARSE_INLINE {
         f(&body)
@@ -121,7 +219,7 @@ impl Controller {
 }
 
 /// `POST /hooks/github`.
-async fn github(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Response {
+async fn github(State(c): State<Controller>, h: HeaderMap, body: Body) -> Response {
     let Some(sig) = header_str(&h, "x-hub-signature-256").map(str::to_string) else {
         c.inner.metrics.delivery("unauthorized");
         return error(StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256");
@@ -129,6 +227,10 @@ async fn github(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Respo
     let Some(event) = header_str(&h, "x-github-event").map(str::to_string) else {
         c.inner.metrics.delivery("invalid");
         return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Event");
+    };
+    let (body, _held) = match read_body(&c, &h, body).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
     };
     let delivery = header_str(&h, "x-github-delivery")
         .or_else(|| header_str(&h, "idempotency-key"))
@@ -143,10 +245,14 @@ async fn github(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Respo
 }
 
 /// `POST /hooks/gitlab`.
-async fn gitlab(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Response {
+async fn gitlab(State(c): State<Controller>, h: HeaderMap, body: Body) -> Response {
     let Some(token) = header_str(&h, "x-gitlab-token").map(str::to_string) else {
         c.inner.metrics.delivery("unauthorized");
         return error(StatusCode::UNAUTHORIZED, "missing X-Gitlab-Token");
+    };
+    let (body, _held) = match read_body(&c, &h, body).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
     };
     let delivery = header_str(&h, "x-gitlab-event-uuid")
         .or_else(|| header_str(&h, "idempotency-key"))
@@ -160,10 +266,14 @@ async fn gitlab(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Respo
 }
 
 /// `POST /hooks/generic`.
-async fn generic(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Response {
+async fn generic(State(c): State<Controller>, h: HeaderMap, body: Body) -> Response {
     let Some(sig) = header_str(&h, "x-valet-signature-256").map(str::to_string) else {
         c.inner.metrics.delivery("unauthorized");
         return error(StatusCode::UNAUTHORIZED, "missing X-Valet-Signature-256");
+    };
+    let (body, _held) = match read_body(&c, &h, body).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
     };
     let delivery = header_str(&h, "idempotency-key").map(|d| format!("generic:{d}"));
     deliver(
@@ -277,21 +387,8 @@ async fn create(
     trigger: &str,
     delivery: Option<String>,
 ) -> Response {
-    for name in [&t.commit, &t.git_ref].into_iter().flatten() {
-        if !hooks::safe_git_name(name) {
-            c.inner.metrics.delivery("invalid");
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("`{name}` is not a commit id or ref valet accepts"),
-            );
-        }
-    }
-    if !t.branch.is_empty() && !hooks::safe_git_name(&t.branch) {
-        c.inner.metrics.delivery("invalid");
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("`{}` is not a branch name valet accepts", t.branch),
-        );
+    if let Some(refused) = check_names(c, &t) {
+        return refused;
     }
     let nb = NewBuild {
         repo: repo.name.clone(),
@@ -303,19 +400,20 @@ async fn create(
         params: t.params,
         delivery,
     };
-    let waiting = c.queue_counts().0;
-    if waiting >= c.inner.config.max_queued {
+    // The place is taken before the record is written: a count read first and a record
+    // written later let a burst of concurrent triggers all pass the bound.
+    if let Err(waiting) = c.inner.counts.reserve(c.inner.config.max_queued) {
         c.inner.metrics.delivery("refused");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the queue is full ({waiting} builds waiting, max_queued); try again later"),
-        );
+        return queue_full(waiting);
     }
     let (id_repo, id_branch) = (nb.repo.clone(), nb.branch.clone());
     let store = c.inner.store.clone();
     let created = match blocking(move || store.create_build(&nb)).await {
         Ok(v) => v,
-        Err(e) => return internal(e),
+        Err(e) => {
+            c.inner.counts.release();
+            return internal(e);
+        }
     };
     let body = json!({
         "status": if created.duplicate { "duplicate" } else { "queued" },
@@ -324,12 +422,50 @@ async fn create(
         "url": format!("/api/builds/{}", created.id),
     });
     if created.duplicate {
+        c.inner.counts.release();
         c.inner.metrics.delivery("duplicate");
         return (StatusCode::OK, axum::Json(body)).into_response();
     }
-    c.enqueue(created.id, &id_repo, id_branch.as_deref());
+    c.enqueue_reserved(created.id, &id_repo, id_branch.as_deref());
     c.inner.metrics.delivery("accepted");
     (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+/// The commit, ref and branch a trigger names, as git itself would accept them (`git
+/// check-ref-format`); refused with `400` and nothing stored.
+fn check_names(c: &Controller, t: &Trigger) -> Option<Response> {
+    let problem = if let Some(commit) = &t.commit
+        && !hooks::safe_git_name(commit)
+    {
+        Some(format!("`{commit}` is not a commit id valet accepts"))
+    } else if let Some(r) = &t.git_ref
+        && let Err(e) = hooks::check_full_ref(r)
+    {
+        Some(format!("{r:?} is not a valid git ref: {e}"))
+    } else if !t.branch.is_empty()
+        && let Err(e) = hooks::check_branch_name(&t.branch)
+    {
+        // (An empty branch asks for the default branch: triggers by hand only. A push
+        // always names its branch, and a push of `refs/heads/` is refused by its ref.)
+        Some(format!("{:?} is not a valid branch name: {e}", t.branch))
+    } else {
+        None
+    };
+    problem.map(|what| {
+        c.inner.metrics.delivery("invalid");
+        error(StatusCode::BAD_REQUEST, what)
+    })
+}
+
+/// `503` with `Retry-After`: `max_queued` builds wait; nothing was stored.
+fn queue_full(waiting: usize) -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the queue is full ({waiting} builds waiting, max_queued); try again later"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    r
 }
 
 #[derive(Deserialize)]
@@ -349,13 +485,17 @@ async fn trigger(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     h: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(repo) = c.inner.config.repo(&name).cloned() else {
         return error(
             StatusCode::NOT_FOUND,
             format!("unknown repository `{name}`"),
         );
+    };
+    let (body, _held) = match read_body(&c, &h, body).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
     };
     let b: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerBody {
@@ -631,7 +771,11 @@ struct SessionBody {
 
 /// `POST /api/session`: the build page signs in with a token, kept in an `HttpOnly`,
 /// `SameSite=Strict` cookie (never readable by a script, never sent by another site).
-async fn sign_in(State(c): State<Controller>, h: HeaderMap, body: Bytes) -> Response {
+async fn sign_in(State(c): State<Controller>, h: HeaderMap, body: Body) -> Response {
+    let (body, _held) = match read_body(&c, &h, body).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
     let b: SessionBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),

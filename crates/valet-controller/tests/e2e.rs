@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Repo, SECRET, Server, Sse, github_push_body, request};
+use common::{GitHttp, Repo, SECRET, Server, Sse, github_push_body, request};
 use valet_controller::hooks::hmac_sha256_header;
 
 const GOOD: &str = "\
@@ -212,6 +212,49 @@ async fn a_body_over_25_mib_is_refused_with_413() {
     .await;
     assert_eq!(r.status, 413, "{}", r.body);
     assert!(s.builds().await.is_empty());
+    s.stop().await;
+}
+
+/// A chunked body (no declared length) is counted as it arrives: a small one is read and
+/// builds, one past 25 MiB is refused with 413 and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_are_counted_as_they_arrive() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    async fn chunked(addr: std::net::SocketAddr, sig: &str, body: &[u8]) -> String {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let mut out = format!(
+            "POST /hooks/github HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: chunked-{}\r\nX-Hub-Signature-256: {sig}\r\nTransfer-Encoding: chunked\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        for piece in body.chunks(1024 * 1024) {
+            out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            out.extend_from_slice(piece);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(&out).await;
+            wr
+        });
+        let mut raw = Vec::new();
+        let _ = rd.read_to_end(&mut raw).await;
+        drop(writer);
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+    let repo = Repo::new(GOOD);
+    let s = Server::start(&repo, "", "").await;
+    let body = github_push_body("main", &repo.head());
+    let sig = hmac_sha256_header(SECRET.as_bytes(), body.as_bytes());
+    let answer = chunked(s.addr, &sig, body.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let huge = vec![b' '; 26 * 1024 * 1024];
+    let sig = hmac_sha256_header(SECRET.as_bytes(), &huge);
+    let answer = chunked(s.addr, &sig, &huge).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("over 25 MiB"), "{answer}");
+    assert_eq!(s.builds().await.len(), 1);
     s.stop().await;
 }
 
@@ -723,6 +766,198 @@ async fn a_full_queue_refuses_triggers_and_stores_nothing() {
             .contains("queue is full")
     );
     assert_eq!(s.builds().await.len(), 2);
+    s.stop().await;
+}
+
+/// A clone URL with a token: the build clones through it (the git server sees the
+/// credentials), yet no file of the data directory holds the token (the SQLite database
+/// and its WAL included, read as bytes), the API shows the URL redacted, and every file the
+/// store writes is 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_token_reaches_git_but_no_file_of_the_data_dir_nor_the_api() {
+    const TOKEN: &str = "ghp_T0kenThatMustNotBeStored42";
+    let repo = Repo::new("node {\n  sh 'echo built; git remote -v || true'\n}\n");
+    let server = GitHttp::serve(&repo, "x-access-token", TOKEN);
+    let s = Server::start_url(&server.url_with("x-access-token", TOKEN), "", "").await;
+    let r = s.github_push("main", &repo.head(), "token-1").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["build"].as_i64().unwrap();
+    let b = s.wait_finished(id).await;
+    assert_eq!(b["result"], "SUCCESS", "{b:#}\n{}", s.log(id).await);
+    assert!(
+        server.authorized.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "git never sent the credentials"
+    );
+    let log = s.log(id).await;
+    assert!(log.contains("built"), "{log}");
+    let repos = s.get_json("/api/repos").await.to_string();
+    assert!(!repos.contains(TOKEN) && repos.contains("***@"), "{repos}");
+    // Every byte of every file, the database and its WAL included, while the controller
+    // is still running (nothing has been checkpointed away).
+    let mut files = Vec::new();
+    let mut stack = vec![s.data_dir()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            files.push(p);
+        }
+    }
+    assert!(
+        files.len() >= 4,
+        "the database, its WAL and the logs: {files:?}"
+    );
+    for p in &files {
+        let bytes = std::fs::read(p).unwrap();
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "{} holds the token",
+            p.display()
+        );
+    }
+    for p in &files {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+    s.stop().await;
+}
+
+/// Refs and branches git itself refuses (`git check-ref-format`) are refused with a JSON
+/// 400 naming the rule, from webhooks and from the trigger API alike, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refs_git_refuses_are_refused_by_hooks_and_the_api_and_nothing_is_stored() {
+    let repo = Repo::new(GOOD);
+    let s = Server::start(&repo, "", "").await;
+    let head = repo.head();
+    let bad = [
+        "",
+        "a//b",
+        "x.lock",
+        "a..b",
+        "a@{1}",
+        "a\u{1}b",
+        "trailing/",
+        "trailing.",
+        "-dash",
+        ".hidden",
+    ];
+    for (i, branch) in bad.iter().enumerate() {
+        // A push of `refs/heads/<branch>`.
+        let r = s.github_push(branch, &head, &format!("bad-ref-{i}")).await;
+        assert_eq!(r.status, 400, "push of {branch:?}: {}", r.body);
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            e.contains("not a valid git ref") || e.contains("not a valid branch name"),
+            "{branch:?}: {e}"
+        );
+        if branch.is_empty() {
+            continue;
+        }
+        // A build by hand of that branch.
+        let body = serde_json::json!({ "branch": branch }).to_string();
+        let r = s
+            .post("/api/repos/org%2Fapp/builds", &[], body.as_bytes())
+            .await;
+        assert_eq!(r.status, 400, "trigger of {branch:?}: {}", r.body);
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains("not a valid branch name"), "{branch:?}: {e}");
+        // And through the generic hook.
+        let body = serde_json::json!({ "repository": "org/app", "branch": branch }).to_string();
+        let sig = hmac_sha256_header(SECRET.as_bytes(), body.as_bytes());
+        let r = s
+            .post(
+                "/hooks/generic",
+                &[("X-Valet-Signature-256", &sig)],
+                body.as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 400, "generic hook of {branch:?}: {}", r.body);
+    }
+    let e = s
+        .github_push("x.lock", &head, "bad-ref-lock-again")
+        .await
+        .json()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("ends with `.lock`"), "{e}");
+    assert!(s.builds().await.is_empty());
+    // A good name still builds.
+    let ok = s.github_push("feature/ok", &head, "good-ref").await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    s.stop().await;
+}
+
+/// `max_queued` holds exactly under a burst: 50 triggers at once (webhooks and the API,
+/// each on its own connection) while the one slot is busy give 5 builds and 45 refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_triggers_against_max_queued_5_record_exactly_5() {
+    let repo = Repo::new("node { sh 'sleep 60' }\n");
+    let s = Server::start(&repo, "", "concurrency: 1\nmax_queued: 5\n").await;
+    let first = s.github_push("main", &repo.head(), "burst-0").await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first = first.json()["build"].as_i64().unwrap();
+    s.wait_status(first, "running").await;
+    let head = repo.head();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (addr, head, start) = (s.addr, head.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            if i % 2 == 0 {
+                let body = github_push_body("main", &head);
+                let sig = hmac_sha256_header(SECRET.as_bytes(), body.as_bytes());
+                let delivery = format!("burst-{}", i + 1);
+                request(
+                    addr,
+                    "POST",
+                    "/hooks/github",
+                    &[
+                        ("X-GitHub-Event", "push"),
+                        ("X-GitHub-Delivery", &delivery),
+                        ("X-Hub-Signature-256", &sig),
+                    ],
+                    body.as_bytes(),
+                )
+                .await
+            } else {
+                request(addr, "POST", "/api/repos/org%2Fapp/builds", &[], b"{}").await
+            }
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let accepted = answers.iter().filter(|r| r.status == 201).count();
+    assert_eq!(accepted, 5);
+    for r in answers.iter().filter(|r| r.status != 201) {
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("queue is full"),
+            "{}",
+            r.body
+        );
+        assert!(r.headers.to_ascii_lowercase().contains("retry-after"));
+    }
+    let builds = s.builds().await;
+    assert_eq!(builds.len(), 6, "the running one and 5 waiting");
+    assert_eq!(builds.iter().filter(|b| b["status"] == "queued").count(), 5);
+    // Once the queue is full no later trigger gets in either.
+    assert_eq!(s.github_push("main", &head, "burst-late").await.status, 503);
+    for b in &builds {
+        let id = b["id"].as_i64().unwrap();
+        s.post(&format!("/api/builds/{id}/cancel"), &[], b"").await;
+    }
+    s.wait_finished(first).await;
     s.stop().await;
 }
 

@@ -225,15 +225,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Store {
     /// Opens (or creates) the store in `dir`: `dir/valet.db` and `dir/logs/`. Migrates the
     /// schema to the current version.
+    ///
+    /// What it writes is the controller user's alone, whatever the umask: the database file
+    /// is created 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` files the
+    /// database's mode), files of an older store are brought to 0600, and log directories
+    /// and files are made 0700 and 0600 ([`logs`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir.join("logs")).map_err(|source| StoreError::Io {
-            path: dir.join("logs"),
-            source,
-        })?;
+        logs::private_dir(&dir.join("logs"))?;
         let db_path = dir.join("valet.db");
+        private_file(&db_path)?;
         let mut writer = Connection::open(&db_path)?;
         configure(&writer)?;
         schema::migrate(&mut writer, &db_path)?;
+        // A store written before files were made private, or a `-wal`/`-shm` left by one.
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", db_path.display()));
+            if p.exists() {
+                logs::chmod(&p, 0o600)?;
+            }
+        }
         Ok(Store {
             dir: dir.to_path_buf(),
             db_path,
@@ -845,6 +855,24 @@ fn pod_rows(c: &Connection, id: BuildId) -> rusqlite::Result<Vec<PodRow>> {
     Ok(pods)
 }
 
+/// Creates `path` empty with mode 0600 when it does not exist (an existing file is kept).
+fn private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn configure(c: &Connection) -> Result<(), rusqlite::Error> {
     // WAL: readers never block the writer nor the other way round. NORMAL: a commit is
     // durable against a process crash (the WAL is in the OS's hands); only a power loss
@@ -852,6 +880,9 @@ fn configure(c: &Connection) -> Result<(), rusqlite::Error> {
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
+    // What is deleted or replaced is overwritten, not left in free pages: a repository
+    // URL that once held a token does not survive its update in the file.
+    c.pragma_update(None, "secure_delete", "ON")?;
     c.busy_timeout(std::time::Duration::from_secs(5))?;
     c.set_prepared_statement_cache_capacity(64);
     Ok(())

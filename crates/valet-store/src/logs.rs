@@ -27,6 +27,34 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// Creates `dir` (and its parents) and makes it 0700: logs hold what builds printed.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))?;
+    chmod(dir, 0o700)
+}
+
+pub(crate) fn chmod(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
+/// Opens `path` for appending, creating it 0600 (the mode is given at creation, so the
+/// file is never readable by others, not even for a moment).
+fn append_private(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))
+}
+
 pub(crate) fn read_text(path: &Path) -> Result<String, StoreError> {
     match std::fs::read(path) {
         Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
@@ -55,15 +83,9 @@ pub struct BuildLog {
 
 impl BuildLog {
     pub(crate) fn create(dir: PathBuf, limit: u64) -> Result<BuildLog, StoreError> {
-        std::fs::create_dir_all(dir.join("steps")).map_err(io(&dir))?;
-        let open = |name: &str| {
-            let p = dir.join(name);
-            File::options()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map_err(io(&p))
-        };
+        private_dir(&dir)?;
+        private_dir(&dir.join("steps"))?;
+        let open = |name: &str| append_private(&dir.join(name));
         Ok(BuildLog {
             log: open(BUILD_LOG)?,
             events: open(EVENTS)?,
@@ -114,13 +136,7 @@ impl BuildLog {
         if let Some(id) = step {
             if s.file.is_none() {
                 let p = self.dir.join("steps").join(format!("{id}.log"));
-                s.file = Some(
-                    File::options()
-                        .create(true)
-                        .append(true)
-                        .open(&p)
-                        .map_err(io(&p))?,
-                );
+                s.file = Some(append_private(&p)?);
             }
             if let Some(f) = &mut s.file {
                 f.write_all(kept.as_bytes())

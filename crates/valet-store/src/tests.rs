@@ -256,3 +256,53 @@ fn pod_phases_are_kept_per_pod_in_order_and_a_version_1_database_gains_them() {
     assert_eq!(d.pods[0].job, "job-a");
     assert_eq!(d.pods[0].phases[1].detail.as_deref(), Some("warm pod"));
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The database, its WAL and shared-memory files, the logs and the events are the
+/// controller user's alone (0600, directories 0700), whatever the umask allows, and an
+/// older store's 0644 files are brought to 0600 when it is opened.
+#[test]
+fn the_database_logs_and_events_are_private_files() {
+    let (d, s) = store();
+    let b = s.create_build(&build(None)).unwrap();
+    let mut log = s.build_log(b.id, 1024).unwrap();
+    log.append(Some(1), "", "hello\n").unwrap();
+    log.event("{}").unwrap();
+    drop(log);
+    let dir = d.path();
+    let db = dir.join("valet.db");
+    let wal = dir.join("valet.db-wal");
+    let shm = dir.join("valet.db-shm");
+    // The WAL files exist while the store is open (a write was made).
+    for f in [&db, &wal, &shm] {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    let logs = s.log_dir(b.id);
+    for f in [
+        logs.join("log.txt"),
+        logs.join("events.jsonl"),
+        logs.join("steps").join("1.log"),
+    ] {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    for dir in [dir.join("logs"), logs.clone(), logs.join("steps")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    drop(s);
+    // An older store's readable files.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let s = Store::open(dir).unwrap();
+    assert_eq!(mode(&db), 0o600);
+    drop(s);
+}

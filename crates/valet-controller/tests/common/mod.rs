@@ -93,11 +93,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start(repo: &Repo, extra_repo_yaml: &str, top_yaml: &str) -> Server {
+        let url = format!("file://{}", repo.path().display());
+        Server::start_url(&url, extra_repo_yaml, top_yaml).await
+    }
+
+    /// A controller serving `org/app` cloned from `url`.
+    pub async fn start_url(url: &str, extra_repo_yaml: &str, top_yaml: &str) -> Server {
         let data = tempfile::tempdir().expect("temp dir");
         let yaml = format!(
-            "listen: 127.0.0.1:0\ndata_dir: {}\n{top_yaml}repositories:\n  - name: org/app\n    url: file://{}\n    secret: \"{SECRET}\"\n{extra_repo_yaml}",
+            "listen: 127.0.0.1:0\ndata_dir: {}\n{top_yaml}repositories:\n  - name: org/app\n    url: \"{url}\"\n    secret: \"{SECRET}\"\n{extra_repo_yaml}",
             data.path().display(),
-            repo.path().display(),
         );
         let config = Config::parse(Path::new("valet.yaml"), &yaml, data.path())
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
@@ -368,5 +373,101 @@ impl Sse {
                 return None;
             }
         }
+    }
+}
+
+/// A git server over HTTP (git's "dumb" protocol: the files of a bare repository) that
+/// answers 401 to any request without `Authorization: Basic <user:password>`, as a private
+/// repository's host does. Serves on 127.0.0.1 until the test ends.
+pub struct GitHttp {
+    pub addr: std::net::SocketAddr,
+    /// Requests that carried the right credentials.
+    pub authorized: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _bare: tempfile::TempDir,
+}
+
+impl GitHttp {
+    pub fn serve(repo: &Repo, user: &str, password: &str) -> GitHttp {
+        use base64::Engine as _;
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let bare = tempfile::tempdir().expect("temp dir");
+        let out = Command::new("git")
+            .args(["clone", "--quiet", "--bare"])
+            .arg(repo.path())
+            .arg(bare.path().join("repo.git"))
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        git(&bare.path().join("repo.git"), &["update-server-info"]);
+        let root = bare.path().to_path_buf();
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let authorized = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = authorized.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut rd = std::io::BufReader::new(conn.try_clone().expect("clone"));
+                let mut line = String::new();
+                if rd.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let mut auth = false;
+                loop {
+                    let mut h = String::new();
+                    if rd.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("authorization")
+                        && v.trim() == expected
+                    {
+                        auth = true;
+                    }
+                }
+                let path = path.split('?').next().unwrap_or("/").to_string();
+                let file = root.join(path.trim_start_matches('/'));
+                let answer = if !auth {
+                    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+                } else if path.contains("..") || !file.is_file() {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_vec()
+                } else {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut body = Vec::new();
+                    std::fs::File::open(&file)
+                        .and_then(|mut f| f.read_to_end(&mut body))
+                        .expect("read");
+                    let mut a = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    a.extend_from_slice(&body);
+                    a
+                };
+                let _ = conn.write_all(&answer);
+            }
+        });
+        GitHttp {
+            addr,
+            authorized,
+            _bare: bare,
+        }
+    }
+
+    /// The clone URL with the credentials in it, as an operator writes it in valet.yaml.
+    pub fn url_with(&self, user: &str, password: &str) -> String {
+        format!("http://{user}:{password}@{}/repo.git", self.addr)
     }
 }
