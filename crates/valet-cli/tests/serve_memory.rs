@@ -74,7 +74,7 @@ fn post_large(addr: SocketAddr, path: &str, headers: &str, body: Arc<Vec<u8>>) -
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -308,7 +308,8 @@ fn a_16_mib_step_keeps_its_events_within_the_cap_and_streaming_them_stays_under_
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
-        "GET /api/builds/{id}/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /api/builds/{id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        common::token_of(addr).expect("the server's token")
     )
     .unwrap();
     let (mut streamed, mut buf) = (0u64, [0u8; 8192]);
