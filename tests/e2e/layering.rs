@@ -48,10 +48,12 @@ fn dependencies_point_one_way() {
         // server runs steps through valet-process.
         ("valet-agent", &["valet-backend", "valet-process"]),
         ("valet-docker", &["valet-backend", "valet-agent"]),
+        // Kubernetes: Pod objects from the contract's pod spec.
+        ("valet-kube", &["valet-backend"]),
         // The one place backends are built: each adapter is one enum arm here.
         (
             "valet-backends",
-            &["valet-backend", "valet-local", "valet-docker"],
+            &["valet-backend", "valet-local", "valet-docker", "valet-kube"],
         ),
         ("valet-store", &[]),
         // The scheduling core: pure decisions, no I/O, no clock, no valet types.

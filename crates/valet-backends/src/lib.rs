@@ -268,3 +268,40 @@ mod tests {
         assert_eq!(b.name(), "local");
     }
 }
+
+/// A job's pod as a plan describes it, for [`kubernetes_manifests`].
+#[derive(Debug, Clone)]
+pub struct PlannedPod {
+    /// The plan's job id (`job-1`).
+    pub job: String,
+    pub spec: valet_backend::PodSpec,
+}
+
+/// The Pod objects the Kubernetes backend would create for `pods` (one YAML document each),
+/// without a cluster: `valet plan --format k8s`. `pipeline` names the file in the
+/// annotations; the agents' address and the build are placeholders a real build fills in.
+pub fn kubernetes_manifests(
+    pods: &[PlannedPod],
+    pipeline: &str,
+) -> Result<String, valet_kube::ManifestError> {
+    let with_options: Vec<_> = pods
+        .iter()
+        .map(|p| {
+            let name = valet_kube::manifest::pod_name("plan", &p.job);
+            let options = valet_kube::ManifestOptions {
+                name,
+                namespace: "default".into(),
+                agent_image: valet_kube::manifest::AGENT_IMAGE.into(),
+                dial: "VALET_CONTROLLER:PORT".into(),
+                owner: "valet-plan".into(),
+                build_id: "plan".into(),
+                build_number: 0,
+                job: p.job.clone(),
+                repository: None,
+                pipeline: pipeline.into(),
+            };
+            (p.spec.clone(), options)
+        })
+        .collect();
+    valet_kube::manifests_yaml(&with_options)
+}
