@@ -383,3 +383,122 @@ fn the_warm_pool_serves_a_template_used_again_and_is_drained_at_the_end() {
     let left = owned_by(pid);
     assert!(left.is_empty(), "the run left {left:?}");
 }
+
+/// `valet run --backend docker --artifacts DIR [ARGS] FILE` from the repository's root;
+/// the exit code and stdout.
+fn run_with_artifacts(
+    file: &str,
+    artifacts: &std::path::Path,
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["run", "--backend", "docker", "--artifacts"])
+        .arg(artifacts)
+        .args(args)
+        .arg(file)
+        .current_dir(ROOT)
+        .output()
+        .expect("valet runs");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// On the default image, whose busybox `tar` has no `-T`: stash, unstash and
+/// archiveArtifacts work, for more files than one `tar` command line takes, odd names, and
+/// a stash larger than the agent's 64 MiB cap on a step's output (a log cap, not a data one).
+#[test]
+fn stash_unstash_and_archive_work_with_busybox_tar() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifacts = dir.path().join("artifacts");
+    let file = dir.path().join("Jenkinsfile");
+    std::fs::write(
+        &file,
+        r#"
+podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:latest')]) {
+    node(POD_LABEL) {
+        container('main') {
+            dir('src') {
+                sh '''
+                    mkdir -p many 'with space' ./-dash
+                    i=0; while [ $i -lt 1200 ]; do echo "$i" > many/f$i.txt; i=$((i+1)); done
+                    echo spaced > 'with space/a b.txt'
+                    echo dashed > ./-dash/-n
+                    head -c 73400320 /dev/urandom > big.bin
+                    md5sum big.bin > big.md5
+                '''
+                stash name: 'all', includes: '**'
+                archiveArtifacts artifacts: '**', excludes: 'big.*'
+            }
+            dir('dst') {
+                unstash 'all'
+                sh '''
+                    test "$(ls many | wc -l)" -eq 1200
+                    test "$(cat 'with space/a b.txt')" = spaced
+                    test "$(cat ./-dash/-n)" = dashed
+                    md5sum -c big.md5
+                '''
+            }
+        }
+    }
+}
+"#,
+    )
+    .expect("write the pipeline");
+    let (code, text) = run_with_artifacts(file.to_str().expect("utf-8"), &artifacts, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Stashed 1204 file(s) as ‘all’"), "{text}");
+    assert!(text.contains("Archived 1202 artifact(s)"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(artifacts.join("many"))
+            .expect("many")
+            .count(),
+        1200
+    );
+    assert_eq!(
+        std::fs::read_to_string(artifacts.join("with space/a b.txt")).expect("spaced"),
+        "spaced\n"
+    );
+}
+
+/// The review's attack on the real engine (`pipelines/hostile/artifact-link-escape.groovy`):
+/// the pod archives a symbolic link to a host directory, then a file below a directory of
+/// the same name. Nothing lands in the host directory; the file is kept as an artifact.
+#[test]
+fn an_artifact_link_never_leads_a_write_out_of_the_artifacts_directory() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("host-target");
+    std::fs::create_dir(&target).expect("target");
+    let artifacts = dir.path().join("artifacts");
+    let param = format!("TARGET={}", target.display());
+    let (code, text) = run_with_artifacts(
+        "pipelines/hostile/artifact-link-escape.groovy",
+        &artifacts,
+        &["-p", &param],
+    );
+    assert!(
+        !target.join("pwned.txt").exists(),
+        "the pod wrote into a host directory: {text}"
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("WARNING: archiveArtifacts: d is left out: a symbolic link"),
+        "{text}"
+    );
+    assert!(
+        std::fs::symlink_metadata(artifacts.join("d"))
+            .expect("d")
+            .is_dir()
+    );
+    assert_eq!(
+        std::fs::read_to_string(artifacts.join("d/pwned.txt")).expect("kept"),
+        "x\n"
+    );
+}

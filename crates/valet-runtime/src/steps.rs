@@ -1861,7 +1861,7 @@ impl<'a> Interp<'a> {
     }
 
     /// Sends the tar stream in `part` to the pod in pieces (so that no more than a piece is
-    /// in memory) and unpacks it there with the pod's `tar`, into `dir`.
+    /// in memory, and each fits in one message to an agent) and unpacks it there with the pod's `tar`, into `dir`.
     #[tracing::instrument(level = "debug", skip_all, fields(part = %part.display(), dir))]
     async fn untar_in_pod(
         &self,
@@ -1870,7 +1870,8 @@ impl<'a> Interp<'a> {
         part: &std::path::Path,
         dir: &str,
     ) -> R<()> {
-        const PIECE: usize = 8 * 1024 * 1024;
+        // Below what one gRPC message to an agent may carry (4 MiB), with room to spare.
+        const PIECE: usize = 2 * 1024 * 1024;
         let mut file = tokio::fs::File::open(part)
             .await
             .map_err(|e| fail(format!("cannot read the build's spool file: {e}")))?;
