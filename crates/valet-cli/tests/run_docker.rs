@@ -502,3 +502,45 @@ fn an_artifact_link_never_leads_a_write_out_of_the_artifacts_directory() {
         "x\n"
     );
 }
+
+/// `checkout scm` of a repository larger than one message to an agent may carry (4 MiB):
+/// it reaches the container whole, in pieces.
+#[test]
+fn checkout_scm_of_a_large_repository_reaches_the_container() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = common::repo_with(
+        dir.path(),
+        "podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:latest')]) {\n\
+         \x20   node(POD_LABEL) {\n\
+         \x20       container('main') {\n\
+         \x20           checkout scm\n\
+         \x20           sh 'md5sum big.bin'\n\
+         \x20       }\n\
+         \x20   }\n\
+         }\n",
+    );
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(repo.join("big.bin"), &big).expect("big");
+    common::git(&repo, &["add", "big.bin"]);
+    common::git(&repo, &["commit", "--quiet", "-m", "big"]);
+    let md5 = Command::new("md5sum")
+        .arg("big.bin")
+        .current_dir(&repo)
+        .output()
+        .expect("md5sum");
+    let sum = String::from_utf8_lossy(&md5.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a sum")
+        .to_string();
+    let (code, text) = run_with_artifacts(
+        repo.join("Jenkinsfile").to_str().expect("utf-8"),
+        &dir.path().join("artifacts"),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("{sum}  big.bin")), "{text}");
+}

@@ -1315,9 +1315,9 @@ impl<'a> Interp<'a> {
             cmd.cwd = None;
         }
         cmd.stdin = stdin;
-        // The agent's cap is for logs; a helper's output is bounded by `keep` (plus room for
-        // stderr), so it is passed on whole up to there.
-        cmd.output_cap = Some(keep.limit.saturating_add(STDERR_KEPT as u64 + 1));
+        // The agent's cap (stdout and stderr together) is for logs; a helper's stdout is
+        // bounded by `keep`, so the cap leaves room for it and for some stderr.
+        cmd.output_cap = Some(keep.limit.saturating_add(1024 * 1024));
         let exec = runner.start(cmd).await.map_err(backend_err)?;
         self.drive(
             ctx,
@@ -2313,12 +2313,15 @@ impl<'a> Interp<'a> {
         if scm.dir.join(".git").exists() {
             names.extend_from_slice(b".git\0");
         }
+        // The stream goes to a spool file, not memory, and into the pod in pieces: a
+        // repository can be far larger than one message to an agent.
+        let (spooled, spool) = self.spool_file()?;
         let mut child = tokio::process::Command::new("tar")
             .arg("-C")
             .arg(&scm.dir)
             .args(["--null", "-cf", "-", "-T", "-"])
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::from(spool))
             .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| fail(format!("checkout scm: cannot run tar: {e}")))?;
@@ -2332,23 +2335,21 @@ impl<'a> Interp<'a> {
         let out = child
             .wait_with_output()
             .await
-            .map_err(|e| fail(format!("checkout scm: tar failed: {e}")))?;
+            .map_err(|e| fail(format!("checkout scm: tar failed: {e}")));
         let _ = writer.await;
-        if !out.status.success() {
-            return Err(fail(format!(
+        let r = match out {
+            Ok(out) if !out.status.success() => Err(fail(format!(
                 "checkout scm: tar failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let dir = self.cwd_path(ctx, &pod).display().to_string();
-        self.helper(
-            ctx,
-            &pod,
-            "mkdir -p -- \"$1\" && cd \"$1\" && tar -xf -",
-            &[dir],
-            Some(out.stdout),
-        )
-        .await?;
+            ))),
+            Ok(_) => {
+                let dir = self.cwd_path(ctx, &pod).display().to_string();
+                self.untar_in_pod(ctx, &pod, &spooled, &dir).await
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&spooled);
+        r?;
         self.log(
             ctx,
             format!(

@@ -325,3 +325,45 @@ async fn archive_past_its_limit_fails_and_writes_nothing() {
     );
     assert!(!artifacts.path().join("big.bin").exists());
 }
+
+/// `checkout scm` goes through a spool file and into the pod in pieces: a repository
+/// larger than a piece (2 MiB) arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_scm_of_a_repository_larger_than_a_piece_arrives_whole() {
+    let repo = tempfile::tempdir().expect("repo");
+    let big: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(repo.path().join("big.bin"), &big).expect("big");
+    std::fs::write(repo.path().join("small.txt"), "small\n").expect("small");
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args([
+                "-c",
+                "user.name=valet",
+                "-c",
+                "user.email=valet@example.invalid",
+            ])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(st.status.success(), "git {args:?}");
+    };
+    git(&["init", "--quiet"]);
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "files"]);
+    let options = RunOptions {
+        scm: Some(valet_runtime::ScmInfo {
+            dir: repo.path().to_path_buf(),
+            commit: None,
+            branch: None,
+        }),
+        ..opts(Limits::default(), None)
+    };
+    let pipeline = format!(
+        "node {{ dir('co') {{ checkout scm; sh 'cmp big.bin {}/big.bin && test \"$(cat small.txt)\" = small' }} }}",
+        repo.path().display()
+    );
+    let r = common::run_with(&pipeline, options).await;
+    assert_eq!(r.outcome.result, BuildResult::Success, "{}", r.output());
+}
