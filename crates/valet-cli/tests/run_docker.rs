@@ -430,6 +430,8 @@ podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:l
                     i=0; while [ $i -lt 1200 ]; do echo "$i" > many/f$i.txt; i=$((i+1)); done
                     echo spaced > 'with space/a b.txt'
                     echo dashed > ./-dash/-n
+                    long=a-directory-name-of-sixty-characters-to-pass-the-old-limit-x
+                    mkdir -p "$long/$long/$long" && echo long > "$long/$long/$long/file.txt"
                     head -c 73400320 /dev/urandom > big.bin
                     md5sum big.bin > big.md5
                 '''
@@ -442,6 +444,8 @@ podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:l
                     test "$(ls many | wc -l)" -eq 1200
                     test "$(cat 'with space/a b.txt')" = spaced
                     test "$(cat ./-dash/-n)" = dashed
+                    long=a-directory-name-of-sixty-characters-to-pass-the-old-limit-x
+                    test "$(cat "$long/$long/$long/file.txt")" = long
                     md5sum -c big.md5
                 '''
             }
@@ -453,8 +457,8 @@ podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:l
     .expect("write the pipeline");
     let (code, text) = run_with_artifacts(file.to_str().expect("utf-8"), &artifacts, &[]);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("Stashed 1204 file(s) as ‘all’"), "{text}");
-    assert!(text.contains("Archived 1202 artifact(s)"), "{text}");
+    assert!(text.contains("Stashed 1205 file(s) as ‘all’"), "{text}");
+    assert!(text.contains("Archived 1203 artifact(s)"), "{text}");
     assert_eq!(
         std::fs::read_dir(artifacts.join("many"))
             .expect("many")
@@ -464,6 +468,13 @@ podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:l
     assert_eq!(
         std::fs::read_to_string(artifacts.join("with space/a b.txt")).expect("spaced"),
         "spaced\n"
+    );
+    // Past the 100 bytes of a tar header's name field: the stream's long-name entries.
+    let long = "a-directory-name-of-sixty-characters-to-pass-the-old-limit-x";
+    assert_eq!(
+        std::fs::read_to_string(artifacts.join(format!("{long}/{long}/{long}/file.txt")))
+            .expect("long"),
+        "long\n"
     );
 }
 
