@@ -1731,7 +1731,7 @@ impl<'a> Interp<'a> {
             let mut file = tokio::fs::File::from_std(file);
             let keep = Keep {
                 file: Some(&mut file),
-                limit: limit - stash.bytes,
+                limit: limit.saturating_sub(stash.bytes),
                 over: over.clone(),
             };
             let r = self
