@@ -232,7 +232,7 @@ impl AgentRunner {
             cwd: cwd.to_string_lossy().into_owned(),
             user: cmd.user.unwrap_or_default(),
             stdin: cmd.stdin,
-            output_cap: self.output_cap,
+            output_cap: cmd.output_cap.unwrap_or(self.output_cap),
         };
         let mut client = self.client.clone();
         let mut stream = client

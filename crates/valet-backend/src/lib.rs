@@ -54,6 +54,10 @@ pub struct Command {
     pub user: Option<String>,
     /// Data written to the process's stdin, then stdin is closed.
     pub stdin: Option<Vec<u8>>,
+    /// At most this much output (stdout and stderr together) to pass on, instead of the
+    /// backend's own cap, for a command whose output is data, not a log (a tar stream).
+    /// `None`: the backend's default. A backend without a cap of its own ignores it.
+    pub output_cap: Option<u64>,
 }
 
 /// A piece of a running command's output, in the order it was produced.
@@ -99,6 +103,7 @@ impl Command {
             cwd: None,
             user: None,
             stdin: None,
+            output_cap: None,
         }
     }
 
@@ -144,6 +149,11 @@ pub trait Pod: Send + Sync {
     fn id(&self) -> &str;
     /// The workspace path as the steps see it.
     fn workspace(&self) -> PathBuf;
+    /// Whether the pod's files are the host's own (the local backend), so that valet
+    /// writes into its workspace itself rather than through a command in the pod.
+    fn host_files(&self) -> bool {
+        false
+    }
     /// The runner of container `name` (one of the spec's containers).
     fn runner(&self, container: &str) -> Result<std::sync::Arc<dyn StepRunner>, BackendError>;
     /// Removes everything the pod made. Safe to call more than once.

@@ -13,8 +13,12 @@ fn hostile(name: &str) -> String {
 }
 
 fn valet_run(file: &str) -> (Option<i32>, String) {
+    valet_run_on("fake", file)
+}
+
+fn valet_run_on(backend: &str, file: &str) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_valet"))
-        .args(["run", "--backend", "fake"])
+        .args(["run", "--backend", backend])
         .arg(file)
         .output()
         .expect("valet runs");
@@ -92,4 +96,25 @@ fn the_controller_survives_a_build_that_recurses_without_end_and_runs_the_next()
     assert_eq!(first["result"], "FAILURE", "{first:#}");
     assert!(log.contains("StackOverflowError"), "{log}");
     assert_eq!(second["result"], "SUCCESS", "{second:#}");
+}
+
+/// `memory-by-request.groovy` asks for 512 MiB as the value of `sh(returnStdout: true)` and
+/// of `readFile`, through the default limits: each step stops at 16 MiB and fails with the
+/// limit, and the build ends FAILURE with both reasons instead of holding 512 MiB (twice).
+#[test]
+fn reading_512_mib_into_a_value_stops_at_the_limit() {
+    let (code, text) = valet_run_on("local", &hostile("memory-by-request.groovy"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "sh: the output of returnStdout is over the limit of 16 MiB (16777216 bytes): "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("readFile: big.bin is over the limit of 16 MiB (16777216 bytes): "),
+        "{text}"
+    );
+    assert!(!text.contains("length: "), "{text}");
+    assert!(text.contains("Build FAILURE"), "{text}");
 }

@@ -383,3 +383,175 @@ fn the_warm_pool_serves_a_template_used_again_and_is_drained_at_the_end() {
     let left = owned_by(pid);
     assert!(left.is_empty(), "the run left {left:?}");
 }
+
+/// `valet run --backend docker --artifacts DIR [ARGS] FILE` from the repository's root;
+/// the exit code and stdout.
+fn run_with_artifacts(
+    file: &str,
+    artifacts: &std::path::Path,
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_valet"))
+        .args(["run", "--backend", "docker", "--artifacts"])
+        .arg(artifacts)
+        .args(args)
+        .arg(file)
+        .current_dir(ROOT)
+        .output()
+        .expect("valet runs");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// On the default image, whose busybox `tar` has no `-T`: stash, unstash and
+/// archiveArtifacts work, for more files than one `tar` command line takes, odd names, and
+/// a stash larger than the agent's 64 MiB cap on a step's output (a log cap, not a data one).
+#[test]
+fn stash_unstash_and_archive_work_with_busybox_tar() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifacts = dir.path().join("artifacts");
+    let file = dir.path().join("Jenkinsfile");
+    std::fs::write(
+        &file,
+        r#"
+podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:latest')]) {
+    node(POD_LABEL) {
+        container('main') {
+            dir('src') {
+                sh '''
+                    mkdir -p many 'with space' ./-dash
+                    i=0; while [ $i -lt 1200 ]; do echo "$i" > many/f$i.txt; i=$((i+1)); done
+                    echo spaced > 'with space/a b.txt'
+                    echo dashed > ./-dash/-n
+                    long=a-directory-name-of-sixty-characters-to-pass-the-old-limit-x
+                    mkdir -p "$long/$long/$long" && echo long > "$long/$long/$long/file.txt"
+                    head -c 73400320 /dev/urandom > big.bin
+                    md5sum big.bin > big.md5
+                '''
+                stash name: 'all', includes: '**'
+                archiveArtifacts artifacts: '**', excludes: 'big.*'
+            }
+            dir('dst') {
+                unstash 'all'
+                sh '''
+                    test "$(ls many | wc -l)" -eq 1200
+                    test "$(cat 'with space/a b.txt')" = spaced
+                    test "$(cat ./-dash/-n)" = dashed
+                    long=a-directory-name-of-sixty-characters-to-pass-the-old-limit-x
+                    test "$(cat "$long/$long/$long/file.txt")" = long
+                    md5sum -c big.md5
+                '''
+            }
+        }
+    }
+}
+"#,
+    )
+    .expect("write the pipeline");
+    let (code, text) = run_with_artifacts(file.to_str().expect("utf-8"), &artifacts, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Stashed 1205 file(s) as ‘all’"), "{text}");
+    assert!(text.contains("Archived 1203 artifact(s)"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(artifacts.join("many"))
+            .expect("many")
+            .count(),
+        1200
+    );
+    assert_eq!(
+        std::fs::read_to_string(artifacts.join("with space/a b.txt")).expect("spaced"),
+        "spaced\n"
+    );
+    // Past the 100 bytes of a tar header's name field: the stream's long-name entries.
+    let long = "a-directory-name-of-sixty-characters-to-pass-the-old-limit-x";
+    assert_eq!(
+        std::fs::read_to_string(artifacts.join(format!("{long}/{long}/{long}/file.txt")))
+            .expect("long"),
+        "long\n"
+    );
+}
+
+/// The review's attack on the real engine (`pipelines/hostile/artifact-link-escape.groovy`):
+/// the pod archives a symbolic link to a host directory, then a file below a directory of
+/// the same name. Nothing lands in the host directory; the file is kept as an artifact.
+#[test]
+fn an_artifact_link_never_leads_a_write_out_of_the_artifacts_directory() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("host-target");
+    std::fs::create_dir(&target).expect("target");
+    let artifacts = dir.path().join("artifacts");
+    let param = format!("TARGET={}", target.display());
+    let (code, text) = run_with_artifacts(
+        "pipelines/hostile/artifact-link-escape.groovy",
+        &artifacts,
+        &["-p", &param],
+    );
+    assert!(
+        !target.join("pwned.txt").exists(),
+        "the pod wrote into a host directory: {text}"
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("WARNING: archiveArtifacts: d is left out: a symbolic link"),
+        "{text}"
+    );
+    assert!(
+        std::fs::symlink_metadata(artifacts.join("d"))
+            .expect("d")
+            .is_dir()
+    );
+    assert_eq!(
+        std::fs::read_to_string(artifacts.join("d/pwned.txt")).expect("kept"),
+        "x\n"
+    );
+}
+
+/// `checkout scm` of a repository larger than one message to an agent may carry (4 MiB):
+/// it reaches the container whole, in pieces.
+#[test]
+fn checkout_scm_of_a_large_repository_reaches_the_container() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = common::repo_with(
+        dir.path(),
+        "podTemplate(containers: [containerTemplate(name: 'main', image: 'valet/busybox:latest')]) {\n\
+         \x20   node(POD_LABEL) {\n\
+         \x20       container('main') {\n\
+         \x20           checkout scm\n\
+         \x20           sh 'md5sum big.bin'\n\
+         \x20       }\n\
+         \x20   }\n\
+         }\n",
+    );
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(repo.join("big.bin"), &big).expect("big");
+    common::git(&repo, &["add", "big.bin"]);
+    common::git(&repo, &["commit", "--quiet", "-m", "big"]);
+    let md5 = Command::new("md5sum")
+        .arg("big.bin")
+        .current_dir(&repo)
+        .output()
+        .expect("md5sum");
+    let sum = String::from_utf8_lossy(&md5.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a sum")
+        .to_string();
+    let (code, text) = run_with_artifacts(
+        repo.join("Jenkinsfile").to_str().expect("utf-8"),
+        &dir.path().join("artifacts"),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("{sum}  big.bin")), "{text}");
+}

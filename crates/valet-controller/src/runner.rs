@@ -385,6 +385,7 @@ fn run_options(c: &Controller, repo: &Repo, b: &BuildRow, co: &Checkout, dir: &P
         kill_grace: Duration::from_secs(c.inner.config.backend.kill_grace_seconds),
         repository: Some(repo.name.clone()),
         container_policy: c.inner.config.container_policy.clone(),
+        limits: valet_runtime::Limits::default(),
     }
 }
 
@@ -594,6 +595,10 @@ impl Pod for GatedPod {
 
     fn workspace(&self) -> PathBuf {
         self.inner.workspace()
+    }
+
+    fn host_files(&self) -> bool {
+        self.inner.host_files()
     }
 
     fn runner(&self, container: &str) -> Result<Arc<dyn StepRunner>, BackendError> {

@@ -224,6 +224,10 @@ impl Pod for LocalPod {
         self.workspace.clone()
     }
 
+    fn host_files(&self) -> bool {
+        true
+    }
+
     fn runner(&self, container: &str) -> Result<Arc<dyn StepRunner>, BackendError> {
         let env = self.containers.get(container).ok_or_else(|| {
             let mut names: Vec<&str> = self.containers.keys().map(String::as_str).collect();

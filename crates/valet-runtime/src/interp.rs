@@ -194,7 +194,11 @@ pub(crate) struct Interp<'a> {
     pub(crate) params: Value,
     pub(crate) declared_params: Mutex<HashMap<String, String>>,
     pub(crate) build: Mutex<BuildState>,
-    pub(crate) stashes: Mutex<HashMap<String, Vec<u8>>>,
+    /// Stashes by name; their data is in files of `spool`.
+    pub(crate) stashes: Mutex<HashMap<String, Arc<crate::steps::Stash>>>,
+    /// The build's temporary directory for stashes and archives on their way, made when
+    /// first needed and removed with the build.
+    pub(crate) spool: Mutex<Option<tempfile::TempDir>>,
     pub(crate) next_id: AtomicU64,
     pub(crate) stages: Mutex<Vec<StageSummary>>,
     pub(crate) notices: Mutex<Vec<String>>,
@@ -312,6 +316,7 @@ impl<'a> Interp<'a> {
                 description: None,
             }),
             stashes: Mutex::new(HashMap::new()),
+            spool: Mutex::new(None),
             next_id: AtomicU64::new(1),
             stages: Mutex::new(Vec::new()),
             notices: Mutex::new(Vec::new()),

@@ -15,6 +15,7 @@
 //! - cancelling (the token given to [`run`], a `timeout`, a `failFast`) ends the process
 //!   trees of the running steps through [`ExecutionHandle::cancel`](valet_backend::ExecutionHandle::cancel).
 
+mod archive;
 mod declarative;
 pub mod event;
 mod glob;
@@ -123,6 +124,40 @@ pub struct RunOptions {
     /// What the operator allows a pipeline's containers (privilege, user, default CPU
     /// limit), applied to every pod before a backend sees it.
     pub container_policy: valet_backend::ContainerPolicy,
+    /// How much a pipeline may bring into the valet process and its spool files.
+    pub limits: Limits,
+}
+
+/// How much a pipeline may bring out of its pods into valet: what it reads into a value is
+/// held in memory, stashes and archives go through files in a temporary directory of the
+/// build. Past a limit the step fails with an error that names the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// What one step reads into a value: `sh(returnStdout: true)`, `readFile`, each file
+    /// of `readJSON`, `readProperties`, `load` and `junit`, and the file list of a pattern.
+    pub read: u64,
+    /// One stash (its tar stream).
+    pub stash: u64,
+    /// All the stashes of a build together.
+    pub stashes: u64,
+    /// The tar stream of one `archiveArtifacts`.
+    pub archive: u64,
+}
+
+impl Limits {
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * Self::MIB;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            read: 16 * Self::MIB,
+            stash: Self::GIB,
+            stashes: 4 * Self::GIB,
+            archive: 4 * Self::GIB,
+        }
+    }
 }
 
 impl Default for RunOptions {
@@ -139,6 +174,7 @@ impl Default for RunOptions {
             kill_grace: Duration::from_secs(2),
             repository: None,
             container_policy: valet_backend::ContainerPolicy::default(),
+            limits: Limits::default(),
         }
     }
 }

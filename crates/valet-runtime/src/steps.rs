@@ -278,6 +278,85 @@ struct Ran {
     reason: Option<String>,
 }
 
+/// Of the stderr of a command that is not shown, only this much is kept (for its error).
+const STDERR_KEPT: usize = 64 * 1024;
+
+/// Where the stdout of a command that is not shown goes, and how much of it may come: past
+/// `limit` the command is stopped and the step fails with `over`.
+struct Keep<'f> {
+    /// A spool file; `None` keeps it in memory.
+    file: Option<&'f mut tokio::fs::File>,
+    limit: u64,
+    /// The error past the limit, up to the count of bytes seen.
+    over: String,
+}
+
+impl Keep<'static> {
+    fn memory(limit: u64, over: String) -> Self {
+        Keep {
+            file: None,
+            limit,
+            over,
+        }
+    }
+}
+
+/// `16 MiB (16777216 bytes)`.
+fn limit_text(limit: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * MIB;
+    let short = match limit {
+        b if b >= GIB && b % GIB == 0 => format!("{} GiB", b / GIB),
+        b if b >= MIB && b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b >= 1024 && b % 1024 == 0 => format!("{} KiB", b / 1024),
+        b => return format!("{b} bytes"),
+    };
+    format!("{short} ({limit} bytes)")
+}
+
+/// A stash: its tar streams (one per group of names) in files of the build's spool
+/// directory, removed when the last user of the stash lets go of it.
+pub(crate) struct Stash {
+    parts: Vec<std::path::PathBuf>,
+    bytes: u64,
+}
+
+impl Drop for Stash {
+    fn drop(&mut self) {
+        for p in &self.parts {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Stops listing skipped entries after this many warnings.
+const SKIPPED_SHOWN: usize = 10;
+
+/// The next `n` bytes of `file` (fewer at its end).
+async fn read_piece(file: &mut tokio::fs::File, n: usize) -> R<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::with_capacity(n);
+    file.take(n as u64)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| fail(format!("cannot read the build's spool file: {e}")))?;
+    Ok(buf)
+}
+
+/// An unpacking of `part` into `dest` on a blocking thread.
+async fn unpack_part(
+    part: std::path::PathBuf,
+    dest: std::path::PathBuf,
+) -> Result<crate::archive::Unpacked, String> {
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&part)
+            .map_err(|e| format!("cannot read {}: {e}", part.display()))?;
+        crate::archive::unpack(std::io::BufReader::new(f), &dest).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("unpacking failed: {e}"))?
+}
+
 fn default_spec() -> PodSpec {
     PodSpec {
         name: "default".into(),
@@ -473,7 +552,7 @@ impl<'a> Interp<'a> {
                     .str("file", 0)
                     .ok_or_else(|| fail("readFile: `file` is required"))?;
                 let pod = self.require_pod(ctx, "readFile")?;
-                let data = self.read_pod_file(ctx, &pod, &file).await?;
+                let data = self.read_pod_file(ctx, &pod, &file, "readFile").await?;
                 Ok(Value::Str(
                     match args.str("encoding", usize::MAX).as_deref() {
                         Some(e) if e.eq_ignore_ascii_case("base64") => {
@@ -497,7 +576,9 @@ impl<'a> Interp<'a> {
                 let pod = self.require_pod(ctx, "findFiles")?;
                 let glob = args.str("glob", 0).unwrap_or_else(|| "*".into());
                 let excludes = args.str("excludes", usize::MAX).unwrap_or_default();
-                let files = self.list_files(ctx, &pod, &glob, &excludes, false).await?;
+                let files = self
+                    .list_files(ctx, &pod, "findFiles", &glob, &excludes, false)
+                    .await?;
                 Ok(Value::list(
                     files
                         .into_iter()
@@ -997,7 +1078,15 @@ impl<'a> Interp<'a> {
 
     /// Reads a command's output to its end, emitting what `show` says; a cancelled `ctx`
     /// ends the process tree and raises an interruption.
-    async fn drive(&self, ctx: &Ctx, step: Option<u64>, exec: Execution, show: Show) -> R<Ran> {
+    async fn drive(
+        &self,
+        ctx: &Ctx,
+        step: Option<u64>,
+        exec: Execution,
+        show: Show,
+        mut keep: Keep<'_>,
+    ) -> R<Ran> {
+        use tokio::io::AsyncWriteExt as _;
         let Execution {
             mut output,
             mut handle,
@@ -1006,9 +1095,14 @@ impl<'a> Interp<'a> {
         let mut err_mask = StreamMasker::default();
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
+        let mut seen: u64 = 0;
         enum End {
             Done(Result<ExitStatus, BackendError>),
             Cancelled,
+            /// Stdout passed `keep.limit`.
+            Over,
+            /// The spool file could not be written.
+            Spool(std::io::Error),
         }
         let end = {
             let wait = handle.wait();
@@ -1030,14 +1124,24 @@ impl<'a> Interp<'a> {
                             if show.stdout {
                                 self.output(ctx, step, Stream::Stdout, &mut out_mask, &b, false).await;
                             } else {
-                                stdout.extend_from_slice(&b);
+                                seen += b.len() as u64;
+                                if seen > keep.limit {
+                                    break End::Over;
+                                }
+                                match keep.file.as_deref_mut() {
+                                    Some(f) => if let Err(e) = f.write_all(&b).await {
+                                        break End::Spool(e);
+                                    },
+                                    None => stdout.extend_from_slice(&b),
+                                }
                             }
                         }
                         Some(Output::Stderr(b)) => {
                             if show.stderr {
                                 self.output(ctx, step, Stream::Stderr, &mut err_mask, &b, false).await;
                             } else {
-                                stderr.extend_from_slice(&b);
+                                let room = STDERR_KEPT.saturating_sub(stderr.len());
+                                stderr.extend_from_slice(&b[..b.len().min(room)]);
                             }
                         }
                         None => closed = true,
@@ -1048,6 +1152,20 @@ impl<'a> Interp<'a> {
         };
         let status = match end {
             End::Done(s) => s.map_err(backend_err)?,
+            End::Over | End::Spool(_) => {
+                // Stopped here: whatever comes after is not wanted.
+                let _ = handle.cancel(self.opts.kill_grace).await;
+                drop(output);
+                self.output(ctx, step, Stream::Stderr, &mut err_mask, b"", true)
+                    .await;
+                return Err(fail(match end {
+                    End::Spool(e) => format!("cannot write the build's spool file: {e}"),
+                    _ => format!(
+                        "{}: {seen} bytes were read before the step was stopped",
+                        keep.over
+                    ),
+                }));
+            }
             End::Cancelled => {
                 if show.stderr {
                     self.log(ctx, "Sending interrupt signal to process").await;
@@ -1080,6 +1198,11 @@ impl<'a> Interp<'a> {
             .await;
         self.output(ctx, step, Stream::Stderr, &mut err_mask, b"", true)
             .await;
+        if let Some(f) = keep.file.as_deref_mut() {
+            f.flush()
+                .await
+                .map_err(|e| fail(format!("cannot write the build's spool file: {e}")))?;
+        }
         let reason = if status.success() {
             None
         } else {
@@ -1101,6 +1224,7 @@ impl<'a> Interp<'a> {
         let return_status = args.flag("returnStatus");
         let pod = self.require_pod(ctx, "sh")?;
         let exec = self.start_step(ctx, &pod, shell_argv(&script)).await?;
+        let limit = self.opts.limits.read;
         let ran = self
             .drive(
                 ctx,
@@ -1110,6 +1234,13 @@ impl<'a> Interp<'a> {
                     stdout: !return_stdout,
                     stderr: true,
                 },
+                Keep::memory(
+                    limit,
+                    format!(
+                        "sh: the output of returnStdout is over the limit of {}",
+                        limit_text(limit)
+                    ),
+                ),
             )
             .await?;
         let code = exit_code(ran.status);
@@ -1136,7 +1267,8 @@ impl<'a> Interp<'a> {
         Ok(Value::Null)
     }
 
-    /// Runs a small `sh -c` helper in the pod, quietly; returns what it did.
+    /// Runs a small `sh -c` helper in the pod, quietly; returns what it did. Its stdout
+    /// is kept in memory, up to the read limit.
     async fn run_helper(
         &self,
         ctx: &Ctx,
@@ -1144,6 +1276,28 @@ impl<'a> Interp<'a> {
         script: &str,
         args: &[String],
         stdin: Option<Vec<u8>>,
+    ) -> R<Ran> {
+        let limit = self.opts.limits.read;
+        let keep = Keep::memory(
+            limit,
+            format!(
+                "the output of a file step's command (`{script}`) is over the limit of {}",
+                limit_text(limit)
+            ),
+        );
+        self.run_helper_kept(ctx, pod, script, args, stdin, keep)
+            .await
+    }
+
+    /// [`Self::run_helper`] with its stdout going where `keep` says.
+    async fn run_helper_kept(
+        &self,
+        ctx: &Ctx,
+        pod: &PodCtx,
+        script: &str,
+        args: &[String],
+        stdin: Option<Vec<u8>>,
+        keep: Keep<'_>,
     ) -> R<Ran> {
         let runner = self.runner(ctx, pod)?;
         let mut argv = vec![
@@ -1161,6 +1315,9 @@ impl<'a> Interp<'a> {
             cmd.cwd = None;
         }
         cmd.stdin = stdin;
+        // The agent's cap (stdout and stderr together) is for logs; a helper's stdout is
+        // bounded by `keep`, so the cap leaves room for it and for some stderr.
+        cmd.output_cap = Some(keep.limit.saturating_add(1024 * 1024));
         let exec = runner.start(cmd).await.map_err(backend_err)?;
         self.drive(
             ctx,
@@ -1170,6 +1327,7 @@ impl<'a> Interp<'a> {
                 stdout: false,
                 stderr: false,
             },
+            keep,
         )
         .await
     }
@@ -1217,13 +1375,29 @@ impl<'a> Interp<'a> {
             .str("file", 0)
             .ok_or_else(|| fail(format!("{step}: `file` or `text` is required")))?;
         let pod = self.require_pod(ctx, step)?;
-        Ok(String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file).await?).into_owned())
+        Ok(
+            String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &file, step).await?)
+                .into_owned(),
+        )
     }
 
-    async fn read_pod_file(&self, ctx: &Ctx, pod: &PodCtx, file: &str) -> R<Vec<u8>> {
+    /// The content of `file` in the pod, for `step`; at most the read limit.
+    async fn read_pod_file(&self, ctx: &Ctx, pod: &PodCtx, file: &str, step: &str) -> R<Vec<u8>> {
         let path = self.file_path(ctx, pod, file);
+        let limit = self.opts.limits.read;
+        let keep = Keep::memory(
+            limit,
+            format!("{step}: {file} is over the limit of {}", limit_text(limit)),
+        );
         let r = self
-            .run_helper(ctx, pod, "cat -- \"$1\"", std::slice::from_ref(&path), None)
+            .run_helper_kept(
+                ctx,
+                pod,
+                "cat -- \"$1\"",
+                std::slice::from_ref(&path),
+                None,
+                keep,
+            )
             .await?;
         if !r.status.success() {
             return Err(err("java.nio.file.NoSuchFileException", path));
@@ -1471,26 +1645,39 @@ impl<'a> Interp<'a> {
         &self,
         ctx: &Ctx,
         pod: &PodCtx,
+        step: &str,
         includes: &str,
         excludes: &str,
         default_excludes: bool,
     ) -> R<Vec<String>> {
-        let out = self
-            .helper(
+        let limit = self.opts.limits.read;
+        let keep = Keep::memory(
+            limit,
+            format!(
+                "{step}: the list of files in the directory is over the limit of {}",
+                limit_text(limit)
+            ),
+        );
+        let r = self
+            .run_helper_kept(
                 ctx,
                 pod,
                 "find . \\( -type f -o -type l \\) -print",
                 &[],
                 None,
+                keep,
             )
             .await?;
+        if !r.status.success() {
+            return Err(fail(String::from_utf8_lossy(&r.stderr).trim().to_string()));
+        }
         let inc = crate::glob::AntSet::new(includes)?;
         let mut exc_pat = excludes.to_string();
         if default_excludes {
             exc_pat.push_str(",**/.git/**,**/.svn/**,**/.hg/**,**/*~,**/#*#,**/.DS_Store");
         }
         let exc = crate::glob::AntSet::new(&exc_pat)?;
-        let mut files: Vec<String> = String::from_utf8_lossy(&out)
+        let mut files: Vec<String> = String::from_utf8_lossy(&r.stdout)
             .lines()
             .map(|l| l.trim_start_matches("./").to_string())
             .filter(|f| !f.is_empty() && inc.matches(f) && !exc.matches(f))
@@ -1499,10 +1686,93 @@ impl<'a> Interp<'a> {
         Ok(files)
     }
 
-    async fn tar_files(&self, ctx: &Ctx, pod: &PodCtx, files: &[String]) -> R<Vec<u8>> {
-        let list = files.join("\n") + "\n";
-        self.helper(ctx, pod, "tar -cf - -T -", &[], Some(list.into_bytes()))
-            .await
+    /// A new file in the build's spool directory (made on first use, private to valet's user).
+    fn spool_file(&self) -> R<(std::path::PathBuf, std::fs::File)> {
+        let mut spool = lock(&self.spool);
+        if spool.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("valet-spool-")
+                .tempdir()
+                .map_err(|e| fail(format!("cannot make the build's spool directory: {e}")))?;
+            *spool = Some(dir);
+        }
+        let dir = spool
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
+        let path = dir.join(format!("{}.tar", self.next_id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| fail(format!("cannot make {}: {e}", path.display())))?;
+        Ok((path, file))
+    }
+
+    /// `files` as tar streams written by the pod's `tar` (one per group of names, given as
+    /// arguments: busybox tar has no `-T`), each spooled to a file; `limit` bounds them all
+    /// together, and `over` is the error past it. The files are removed on failure.
+    #[tracing::instrument(level = "debug", skip_all, fields(files = files.len(), limit))]
+    async fn spool_tar(
+        &self,
+        ctx: &Ctx,
+        pod: &PodCtx,
+        files: &[String],
+        limit: u64,
+        over: String,
+    ) -> R<Stash> {
+        let mut stash = Stash {
+            parts: Vec::new(),
+            bytes: 0,
+        };
+        for names in crate::archive::name_chunks(files) {
+            let (path, file) = self.spool_file()?;
+            stash.parts.push(path);
+            let mut file = tokio::fs::File::from_std(file);
+            let keep = Keep {
+                file: Some(&mut file),
+                limit: limit.saturating_sub(stash.bytes),
+                over: over.clone(),
+            };
+            let r = self
+                .run_helper_kept(ctx, pod, "exec tar -cf - \"$@\"", &names, None, keep)
+                .await?;
+            if !r.status.success() {
+                return Err(fail(format!(
+                    "tar failed in the pod ({}): {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.stderr).trim()
+                )));
+            }
+            let len = file
+                .metadata()
+                .await
+                .map_err(|e| fail(format!("cannot read the build's spool file: {e}")))?
+                .len();
+            stash.bytes += len;
+        }
+        Ok(stash)
+    }
+
+    /// Logs what an unpacking on the host left out, a line each up to a few.
+    async fn warn_skipped(&self, ctx: &Ctx, step: &str, skipped: &[(String, &'static str)]) {
+        for (path, what) in skipped.iter().take(SKIPPED_SHOWN) {
+            self.log(
+                ctx,
+                format!("WARNING: {step}: {path} is left out: {what} (only regular files and directories are kept)"),
+            )
+            .await;
+        }
+        if skipped.len() > SKIPPED_SHOWN {
+            self.log(
+                ctx,
+                format!(
+                    "WARNING: {step}: {} more entries are left out",
+                    skipped.len() - SKIPPED_SHOWN
+                ),
+            )
+            .await;
+        }
     }
 
     async fn stash(&self, ctx: &Ctx, args: &Args) -> R<Value> {
@@ -1520,19 +1790,41 @@ impl<'a> Interp<'a> {
             .map(Value::truthy)
             .unwrap_or(true);
         let files = self
-            .list_files(ctx, &pod, &includes, &excludes, use_defaults)
+            .list_files(ctx, &pod, "stash", &includes, &excludes, use_defaults)
             .await?;
         if files.is_empty() && !args.flag("allowEmpty") {
             return Err(fail(format!("No files included in stash ‘{name}’")));
         }
-        let data = if files.is_empty() {
-            Vec::new()
+        let limits = self.opts.limits;
+        // A stash of the same name is replaced, so its size does not count.
+        let others: u64 = lock(&self.stashes)
+            .iter()
+            .filter(|(k, _)| **k != name)
+            .map(|(_, s)| s.bytes)
+            .sum();
+        let left = limits.stashes.saturating_sub(others);
+        let (limit, over) = if left < limits.stash {
+            (
+                left,
+                format!(
+                    "stash ‘{name}’ is over the limit of {} for all the stashes of a build ({left} bytes were left)",
+                    limit_text(limits.stashes)
+                ),
+            )
         } else {
-            self.tar_files(ctx, &pod, &files).await?
+            (
+                limits.stash,
+                format!(
+                    "stash ‘{name}’ is over the limit of {} for one stash",
+                    limit_text(limits.stash)
+                ),
+            )
         };
+        let stash = self.spool_tar(ctx, &pod, &files, limit, over).await?;
         self.log(ctx, format!("Stashed {} file(s) as ‘{name}’", files.len()))
             .await;
-        lock(&self.stashes).insert(name, data);
+        // Dropping the one replaced removes its files (once no unstash reads them).
+        let _replaced = lock(&self.stashes).insert(name, Arc::new(stash));
         Ok(Value::Null)
     }
 
@@ -1541,22 +1833,119 @@ impl<'a> Interp<'a> {
             .str("name", 0)
             .ok_or_else(|| fail("unstash: `name` is required"))?;
         let pod = self.require_pod(ctx, "unstash")?;
-        let data = lock(&self.stashes)
+        let stash = lock(&self.stashes)
             .get(&name)
             .cloned()
             .ok_or_else(|| fail(format!("No such saved stash ‘{name}’")))?;
-        if !data.is_empty() {
-            let dir = self.cwd_path(ctx, &pod).display().to_string();
+        let dir = self.cwd_path(ctx, &pod);
+        if pod.pod.host_files() {
+            // The pod's files are the host's: unpacked here, never through a link.
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| fail(format!("unstash: cannot create {}: {e}", dir.display())))?;
+            let mut skipped = Vec::new();
+            for part in &stash.parts {
+                let done = unpack_part(part.clone(), dir.clone())
+                    .await
+                    .map_err(|e| fail(format!("unstash ‘{name}’: {e}")))?;
+                skipped.extend(done.skipped);
+            }
+            self.warn_skipped(ctx, "unstash", &skipped).await;
+            return Ok(Value::Null);
+        }
+        for part in &stash.parts {
+            self.untar_in_pod(ctx, &pod, part, &dir.display().to_string())
+                .await?;
+        }
+        Ok(Value::Null)
+    }
+
+    /// Sends the tar stream in `part` to the pod in pieces (so that no more than a piece is
+    /// in memory, and each fits in one message to an agent) and unpacks it there with the pod's `tar`, into `dir`.
+    #[tracing::instrument(level = "debug", skip_all, fields(part = %part.display(), dir))]
+    async fn untar_in_pod(
+        &self,
+        ctx: &Ctx,
+        pod: &PodCtx,
+        part: &std::path::Path,
+        dir: &str,
+    ) -> R<()> {
+        // Below what one gRPC message to an agent may carry (4 MiB), with room to spare.
+        const PIECE: usize = 2 * 1024 * 1024;
+        let mut file = tokio::fs::File::open(part)
+            .await
+            .map_err(|e| fail(format!("cannot read the build's spool file: {e}")))?;
+        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        if len <= PIECE as u64 {
+            let data = read_piece(&mut file, PIECE).await?;
             self.helper(
                 ctx,
-                &pod,
+                pod,
                 "mkdir -p -- \"$1\" && cd \"$1\" && tar -xf -",
-                &[dir],
+                &[dir.to_string()],
                 Some(data),
             )
             .await?;
+            return Ok(());
         }
-        Ok(Value::Null)
+        let tmp = format!(
+            "{}@tmp/unstash-{}-{}.tar",
+            pod.workspace.display(),
+            std::process::id(),
+            self.next_id()
+        );
+        let mut first = true;
+        let mut r: R<()> = Ok(());
+        loop {
+            let data = match read_piece(&mut file, PIECE).await {
+                Ok(d) => d,
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            };
+            if data.is_empty() {
+                break;
+            }
+            let script = if first {
+                "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\""
+            } else {
+                "cat >> \"$1\""
+            };
+            first = false;
+            if let Err(e) = self
+                .helper(ctx, pod, script, std::slice::from_ref(&tmp), Some(data))
+                .await
+            {
+                r = Err(e);
+                break;
+            }
+        }
+        if r.is_ok() {
+            r = self
+                .helper(
+                    ctx,
+                    pod,
+                    "mkdir -p -- \"$1\" && cd \"$1\" && tar -xf \"$2\"",
+                    &[dir.to_string(), tmp.clone()],
+                    None,
+                )
+                .await
+                .map(drop);
+        }
+        let _ = self
+            .run_helper(
+                &Ctx {
+                    cancel: Default::default(),
+                    ..ctx.clone()
+                },
+                pod,
+                "rm -f -- \"$1\"",
+                std::slice::from_ref(&tmp),
+                None,
+            )
+            .await;
+        r
     }
 
     async fn archive(&self, ctx: &Ctx, args: &Args) -> R<Value> {
@@ -1567,7 +1956,7 @@ impl<'a> Interp<'a> {
         let excludes = args.str("excludes", usize::MAX).unwrap_or_default();
         let pod = self.require_pod(ctx, "archiveArtifacts")?;
         let files = self
-            .list_files(ctx, &pod, &pattern, &excludes, true)
+            .list_files(ctx, &pod, "archiveArtifacts", &pattern, &excludes, true)
             .await?;
         if files.is_empty() {
             if args.flag("allowEmptyArchive") {
@@ -1590,41 +1979,29 @@ impl<'a> Interp<'a> {
             .await;
             return Ok(Value::Null);
         };
-        let data = self.tar_files(ctx, &pod, &files).await?;
+        let limit = self.opts.limits.archive;
+        let over = format!(
+            "archiveArtifacts: the artifacts are over the limit of {} for one archiveArtifacts",
+            limit_text(limit)
+        );
+        let spooled = self.spool_tar(ctx, &pod, &files, limit, over).await?;
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-        let mut child = tokio::process::Command::new("tar")
-            .arg("-xf")
-            .arg("-")
-            .arg("-C")
-            .arg(dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| fail(format!("cannot run tar: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt as _;
-            let _ = stdin.write_all(&data).await;
+        let mut written = 0;
+        let mut skipped = Vec::new();
+        for part in &spooled.parts {
+            let done = unpack_part(part.clone(), dir.clone())
+                .await
+                .map_err(|e| fail(format!("archiving failed: {e}")))?;
+            written += done.files;
+            skipped.extend(done.skipped);
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| fail(format!("tar failed: {e}")))?;
-        if !out.status.success() {
-            return Err(fail(format!(
-                "archiving failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        drop(spooled);
+        self.warn_skipped(ctx, "archiveArtifacts", &skipped).await;
         self.log(
             ctx,
-            format!(
-                "Archived {} artifact(s) into {}",
-                files.len(),
-                dir.display()
-            ),
+            format!("Archived {written} artifact(s) into {}", dir.display()),
         )
         .await;
         Ok(Value::Null)
@@ -1635,7 +2012,9 @@ impl<'a> Interp<'a> {
             .str("testResults", 0)
             .ok_or_else(|| fail("junit: `testResults` is required"))?;
         let pod = self.require_pod(ctx, "junit")?;
-        let files = self.list_files(ctx, &pod, &pattern, "", false).await?;
+        let files = self
+            .list_files(ctx, &pod, "junit", &pattern, "", false)
+            .await?;
         if files.is_empty() {
             if args.flag("allowEmptyResults") {
                 return Ok(Value::Null);
@@ -1646,8 +2025,8 @@ impl<'a> Interp<'a> {
         }
         let (mut tests, mut failures, mut skipped) = (0, 0, 0);
         for f in &files {
-            let text =
-                String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, f).await?).into_owned();
+            let text = String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, f, "junit").await?)
+                .into_owned();
             tests += text.matches("<testcase").count();
             failures += text.matches("<failure").count() + text.matches("<error").count();
             skipped += text.matches("<skipped").count();
@@ -1934,12 +2313,15 @@ impl<'a> Interp<'a> {
         if scm.dir.join(".git").exists() {
             names.extend_from_slice(b".git\0");
         }
+        // The stream goes to a spool file, not memory, and into the pod in pieces: a
+        // repository can be far larger than one message to an agent.
+        let (spooled, spool) = self.spool_file()?;
         let mut child = tokio::process::Command::new("tar")
             .arg("-C")
             .arg(&scm.dir)
             .args(["--null", "-cf", "-", "-T", "-"])
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::from(spool))
             .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| fail(format!("checkout scm: cannot run tar: {e}")))?;
@@ -1953,23 +2335,21 @@ impl<'a> Interp<'a> {
         let out = child
             .wait_with_output()
             .await
-            .map_err(|e| fail(format!("checkout scm: tar failed: {e}")))?;
+            .map_err(|e| fail(format!("checkout scm: tar failed: {e}")));
         let _ = writer.await;
-        if !out.status.success() {
-            return Err(fail(format!(
+        let r = match out {
+            Ok(out) if !out.status.success() => Err(fail(format!(
                 "checkout scm: tar failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let dir = self.cwd_path(ctx, &pod).display().to_string();
-        self.helper(
-            ctx,
-            &pod,
-            "mkdir -p -- \"$1\" && cd \"$1\" && tar -xf -",
-            &[dir],
-            Some(out.stdout),
-        )
-        .await?;
+            ))),
+            Ok(_) => {
+                let dir = self.cwd_path(ctx, &pod).display().to_string();
+                self.untar_in_pod(ctx, &pod, &spooled, &dir).await
+            }
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_file(&spooled);
+        r?;
         self.log(
             ctx,
             format!(
@@ -2004,6 +2384,13 @@ impl<'a> Interp<'a> {
                     stdout: false,
                     stderr: true,
                 },
+                Keep::memory(
+                    self.opts.limits.read,
+                    format!(
+                        "git: the output is over the limit of {}",
+                        limit_text(self.opts.limits.read)
+                    ),
+                ),
             )
             .await?;
         if !ran.status.success() {
@@ -2035,8 +2422,8 @@ impl<'a> Interp<'a> {
             .str("path", 0)
             .ok_or_else(|| fail("load: a path is required"))?;
         let pod = self.require_pod(ctx, "load")?;
-        let text =
-            String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &path).await?).into_owned();
+        let text = String::from_utf8_lossy(&self.read_pod_file(ctx, &pod, &path, "load").await?)
+            .into_owned();
         let parsed = valet_dsl::parse(&text);
         let has_errors = parsed.has_errors();
         let Some(script) = parsed.script.filter(|_| !has_errors) else {
