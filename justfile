@@ -33,6 +33,16 @@ example: build
     ./target/debug/valet plan pipelines/k8s-maven-golang.groovy
     ./target/debug/valet run pipelines/local-parallel-loop.groovy
 
+# Built from Debian's packages on first use, cached in ~/.cache/valet-k8s (~10-20 min once, then
+# seconds); then `export KUBECONFIG=~/.cache/valet-k8s/admin.kubeconfig`.
+# Start a real single-node Kubernetes 1.20 on the local Docker engine.
+k8s-up:
+    scripts/k8s-cluster.sh up
+
+# Stop the Kubernetes cluster and remove the containers it made.
+k8s-down:
+    scripts/k8s-cluster.sh stop
+
 # Every test, the way CI runs them.
 test:
     cargo nextest run --workspace --no-fail-fast
