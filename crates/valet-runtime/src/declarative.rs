@@ -526,6 +526,11 @@ impl<'a> Interp<'a> {
                 Err(Flow::Throw(_)) => Some(BuildResult::Failure),
                 _ => None,
             };
+            // As in Jenkins, a failed stage has failed the build by the time its `post`
+            // runs: `currentBuild.currentResult` and `.result` say so there.
+            if let Some(e) = err_result {
+                self.set_build_result(e);
+            }
             let post = self
                 .post(&actx, find(&dirs, "post"), || {
                     let mut res = stage_ctx
@@ -875,6 +880,9 @@ pub(crate) async fn pipeline(it: &Interp<'_>, ctx: &Ctx, body: &ast::Closure, sp
             Err(Flow::Throw(_)) => Some(BuildResult::Failure),
             _ => None,
         };
+        if let Some(e) = err_result {
+            it.set_build_result(e);
+        }
         let post = it
             .post(&ectx, find(&dirs, "post"), || {
                 let mut res = it.build_result();

@@ -408,6 +408,15 @@ impl<'a> Interp<'a> {
     /// The environment a step's process gets.
     pub(crate) fn step_env(&self, ctx: &Ctx) -> BTreeMap<String, String> {
         let mut env = self.base_env.clone();
+        // Build parameters are environment variables too (Jenkins' ParametersAction), below
+        // what the pipeline sets itself.
+        if let Value::Map(m) = &self.params {
+            for (k, v) in lock(m).iter() {
+                if !matches!(v, Value::Null) {
+                    env.insert(k.clone(), v.display());
+                }
+            }
+        }
         for (k, v) in lock(&self.global_env).iter() {
             env.insert(k.clone(), v.clone());
         }
@@ -423,6 +432,11 @@ impl<'a> Interp<'a> {
         }
         if let Some(v) = lock(&self.global_env).get(name) {
             return Some(v.clone());
+        }
+        if let Value::Map(m) = &self.params
+            && let Some(v) = lock(m).get(name).filter(|v| !matches!(v, Value::Null))
+        {
+            return Some(v.display());
         }
         self.base_env.get(name).cloned()
     }
