@@ -1,4 +1,4 @@
-// expect: unknown-parameter at 4:20: `sh` has no parameter `scrpit`; did you mean `script`? (`sh` takes script, returnStdout, returnStatus, label, encoding)
+// expect: missing-parameter at 4:17: `sh` needs its `script` parameter, and the warning that `scrpit` is ignored (did you mean `script`?)
 node('linux') {
     stage('Version') {
         def v = sh(scrpit: 'git describe --tags', returnStdout: true).trim()

@@ -66,6 +66,31 @@ fn check_mixes_good_and_bad_files() {
 }
 
 #[test]
+fn unknown_parameters_are_warnings_and_a_missing_required_one_is_the_error() {
+    let out = valet(&["check", "pipelines/unknown-parameters-warn.groovy"]);
+    let e = text(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(
+        e.contains("warning[unknown-parameter]: `git` has no parameter `tag`; it is ignored"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pipelines/unknown-parameters-warn.groovy:6:"),
+        "{e}"
+    );
+    let out = valet(&[
+        "check",
+        "pipelines/invalid/semantic-unknown-parameter.groovy",
+    ]);
+    let e = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("`sh` needs its `script` parameter") && e.contains("did you mean `script`?"),
+        "{e}"
+    );
+}
+
+#[test]
 fn plan_text_shows_jobs_pods_limits_and_containers() {
     let out = valet(&["plan", "pipelines/k8s-container-template-limits.groovy"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

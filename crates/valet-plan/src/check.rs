@@ -541,10 +541,12 @@ impl Checker<'_> {
             match def.params.iter().find(|(p, _)| *p == pn.name) {
                 Some((_, ty)) => self.check_type(name, &pn.name, *ty, value),
                 None => {
-                    let mut d = Diagnostic::error(
+                    // Jenkins logs "WARNING: Unknown parameter(s) found" and goes on: a
+                    // warning here too, and the step runs without it.
+                    let mut d = Diagnostic::warning(
                         "unknown-parameter",
                         pn.span,
-                        format!("`{name}` has no parameter `{}`", pn.name),
+                        format!("`{name}` has no parameter `{}`; it is ignored", pn.name),
                     );
                     d = match steps::did_you_mean(&pn.name, def.params.iter().map(|(p, _)| *p)) {
                         Some(s) => d.with_label(format!("did you mean `{s}`?")),
@@ -559,6 +561,50 @@ impl Checker<'_> {
                     self.diags.push(d);
                 }
             }
+        }
+        self.check_required(name, def, call, &positional, e.span);
+    }
+
+    /// A parameter a step cannot run without (`sh`'s `script`), given by name or as the
+    /// one positional argument. A misspelt name is only a warning, as in Jenkins; the
+    /// missing parameter it leaves is the error.
+    fn check_required(
+        &mut self,
+        name: &str,
+        def: &steps::StepDef,
+        call: &valet_dsl::ast::Call,
+        positional: &[&Expr],
+        span: valet_dsl::Span,
+    ) {
+        let named: Vec<&str> = call
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                Arg::Named { name, .. } => Some(name.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        // A spread or a map built elsewhere may hold anything: not checked.
+        if named.iter().any(|n| n.starts_with('$'))
+            || positional
+                .iter()
+                .any(|p| matches!(p.kind, ExprKind::Map { .. }))
+        {
+            return;
+        }
+        for required in steps::required(name) {
+            let first = def.params.first().is_some_and(|(p, _)| p == required);
+            if named.contains(required) || (first && !positional.is_empty()) {
+                continue;
+            }
+            self.diags.push(
+                Diagnostic::error(
+                    "missing-parameter",
+                    span,
+                    format!("`{name}` needs its `{required}` parameter"),
+                )
+                .with_label(format!("no `{required}`")),
+            );
         }
     }
 

@@ -14,6 +14,7 @@ mod steps;
 mod values;
 
 pub use pods::{AGENT_CONTAINER, DEFAULT_CONTAINER};
+pub use steps::unknown_parameters;
 
 use model::{Form, JobGraph, Note, PLAN_FORMAT_VERSION};
 use valet_dsl::ast::{ExprKind, Script, StmtKind};

@@ -274,6 +274,42 @@ pub(crate) fn named_from_map(call: &valet_dsl::ast::Call) -> Option<valet_dsl::a
     })
 }
 
+/// The parameters a step cannot run without.
+pub(crate) fn required(name: &str) -> &'static [&'static str] {
+    match name {
+        "sh" | "bat" | "powershell" | "pwsh" => &["script"],
+        "echo" | "error" => &["message"],
+        "readFile" | "fileExists" => &["file"],
+        "writeFile" => &["file", "text"],
+        "dir" => &["path"],
+        "sleep" | "timeout" => &["time"],
+        "stash" | "unstash" => &["name"],
+        "archiveArtifacts" => &["artifacts"],
+        "junit" => &["testResults"],
+        "build" => &["job"],
+        "load" => &["path"],
+        _ => &[],
+    }
+}
+
+/// The named arguments of a call to `step` that it has no parameter for (Jenkins warns and
+/// ignores them).
+pub fn unknown_parameters<'a>(
+    step: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'a str> {
+    let Some(def) = find(step) else {
+        return Vec::new();
+    };
+    if step == "parallel" {
+        return Vec::new();
+    }
+    names
+        .into_iter()
+        .filter(|n| !n.starts_with('$') && !def.params.iter().any(|(p, _)| p == n))
+        .collect()
+}
+
 pub(crate) fn find(name: &str) -> Option<&'static StepDef> {
     STEPS.iter().find(|s| s.name == name)
 }

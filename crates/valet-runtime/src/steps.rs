@@ -378,6 +378,19 @@ impl<'a> Interp<'a> {
         span: Span,
     ) -> BoxFuture<'s, R<Value>> {
         Box::pin(async move {
+            let unknown =
+                valet_plan::unknown_parameters(name, args.named.keys().map(String::as_str));
+            if !unknown.is_empty() {
+                // Where and how Jenkins says it; the step runs without them.
+                self.log(
+                    ctx,
+                    format!(
+                        "WARNING: Unknown parameter(s) found for step '{name}': {}",
+                        unknown.join(", ")
+                    ),
+                )
+                .await;
+            }
             if !records(name) {
                 return self.step_inner(ctx, None, name, args, span).await;
             }
