@@ -90,6 +90,27 @@ fn unknown_parameters_are_warnings_and_a_missing_required_one_is_the_error() {
     );
 }
 
+/// The sample plan in the README is what `valet plan` prints (up to its `…`).
+#[test]
+fn the_readme_sample_plan_is_the_real_output() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme
+        .find("```\npipelines/k8s-maven-golang.groovy (scripted pipeline")
+        .expect("the README shows a sample plan");
+    let block = &readme[start + 4..];
+    let block = &block[..block.find("```").unwrap()];
+    let out = valet(&["plan", "pipelines/k8s-maven-golang.groovy"]);
+    assert!(out.status.success());
+    let real = text(&out.stdout);
+    let shown: Vec<&str> = block.lines().take_while(|l| l.trim() != "…").collect();
+    let real_lines: Vec<&str> = real.lines().take(shown.len()).collect();
+    assert_eq!(
+        shown, real_lines,
+        "README.md's sample plan differs from the real output"
+    );
+}
+
 #[test]
 fn plan_text_shows_jobs_pods_limits_and_containers() {
     let out = valet(&["plan", "pipelines/k8s-container-template-limits.groovy"]);
