@@ -101,6 +101,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "MILLICORES", default_value_t = valet_backend::policy::DEFAULT_CPU_LIMIT_MILLIS,
           value_parser = clap::value_parser!(u64).range(0..=valet_backend::policy::MAX_CPU_LIMIT_MILLIS))]
     default_cpu_limit: u64,
+    /// The most processes (and threads) a container may hold at once (32 to 4194304), so a
+    /// fork bomb fills its own container, not the host.
+    #[arg(long, value_name = "N", default_value_t = valet_backend::policy::DEFAULT_PIDS_LIMIT,
+          value_parser = clap::value_parser!(u64).range(valet_backend::policy::MIN_PIDS_LIMIT..=valet_backend::policy::MAX_PIDS_LIMIT))]
+    default_pids_limit: u64,
 }
 
 const EXIT_ERROR: u8 = 4;
@@ -231,6 +236,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             require_non_root: args.require_non_root,
             default_cpu_limit_millis: (args.default_cpu_limit > 0)
                 .then_some(args.default_cpu_limit),
+            default_pids_limit: args.default_pids_limit,
         },
         ..RunOptions::default()
     };
