@@ -170,6 +170,10 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// What pipelines' containers are allowed (privilege, user) and their default CPU limit.
     pub container_policy: valet_backend::ContainerPolicy,
+    /// Credentials for `withCredentials` and `credentials()`: not from the file; `valet
+    /// serve` fills them from the `VALET_SECRET_*` variables it took out of its environment
+    /// at start (none by default).
+    pub secrets: valet_runtime::Secrets,
 }
 
 /// A repository, checked.
@@ -450,6 +454,7 @@ impl Config {
                     default_pids_limit: p.value.default_pids_limit.value,
                 })
                 .unwrap_or_default(),
+            secrets: valet_runtime::Secrets::default(),
         })
     }
 

@@ -184,7 +184,8 @@ fn pairs(items: &[String], what: &str) -> anyhow::Result<IndexMap<String, String
     Ok(m)
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// `secrets`: the `VALET_SECRET_*` variables `main` took out of the environment.
+pub(crate) fn run(args: Args, secrets: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     // Traces only when asked for (`RUST_LOG=valet_runtime=info,valet_docker=debug`): the
     // build, job, step and backend spans with their durations, on stderr beside progress.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -195,7 +196,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    match run_inner(args) {
+    match run_inner(args, secrets) {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -204,7 +205,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+fn run_inner(args: Args, env_secrets: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     let compiled = super::compile_file(&args.file)?;
     if !compiled.diagnostics.is_empty() {
         eprint!("{}", compiled.render_diagnostics());
@@ -219,7 +220,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let (Some(script), Some(graph)) = (compiled.script.as_ref(), compiled.graph.as_ref()) else {
         anyhow::bail!("{}: nothing to run", args.file);
     };
-    let mut secrets = Secrets::from_env(std::env::vars());
+    let mut secrets = Secrets::from_env(env_secrets);
     if let Some(f) = &args.secrets {
         secrets.load_file(f)?;
     }
