@@ -35,7 +35,8 @@ Secrets (for `withCredentials` and `credentials()`), first match wins:
                    or lines: `npm-token=s3cr3t`, `deploy.username=bot`, `deploy.password=pw` (# comments)
   environment      VALET_SECRET_<ID>=value, VALET_SECRET_<ID>_USERNAME / _PASSWORD / _PRIVATEKEY /
                    _PASSPHRASE, where <ID> is the credential id in upper case with every character
-                   other than a letter or digit turned into `_` (npm-token -> VALET_SECRET_NPM_TOKEN)
+                   other than a letter or digit turned into `_` (npm-token -> VALET_SECRET_NPM_TOKEN);
+                   valet takes them out of its environment at start: steps never see them there
   Bound values, and their base64 forms, are shown as **** in all output.
 
 On the local backend, container images are not used: every step runs as a host process, in a
