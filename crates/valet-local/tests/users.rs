@@ -4,7 +4,7 @@
 //! words.
 
 use valet_backend::conformance::{ProvisionSpec as _, collect, spec};
-use valet_backend::{Backend, BackendError, Command};
+use valet_backend::{BackendError, Command};
 use valet_local::{LocalBackend, StepUser};
 
 /// Root may run steps as any user; another user only as itself, which changes nothing.
