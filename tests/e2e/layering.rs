@@ -75,10 +75,12 @@ fn dependencies_point_one_way() {
                 "valet-plan",
             ],
         ),
-        // The binary edge: the same door as the controller, no adapter by name.
+        // The binary edge: the same door as the controller, no adapter by name; and
+        // valet-process for what the process does to itself at start (its credentials).
         (
             "valet-cli",
             &[
+                "valet-process",
                 "valet-dsl",
                 "valet-plan",
                 "valet-runtime",

@@ -79,6 +79,9 @@ pub struct Resources {
     pub limit_cpu_millis: Option<u64>,
     pub request_memory_bytes: Option<u64>,
     pub limit_memory_bytes: Option<u64>,
+    /// The most processes and threads at once: from the operator's [`crate::ContainerPolicy`],
+    /// not from templates.
+    pub limit_pids: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,6 +1,7 @@
 //! What the operator allows a pipeline's containers: a pipeline is written by anyone with
-//! push access, so privilege is refused unless the operator allows it, and every container
-//! gets a CPU limit unless its template sets one. Checked by the runtime before any backend
+//! push access, so privilege is refused unless the operator allows it, every container gets
+//! a CPU limit unless its template sets one, and every container gets a process limit (a
+//! fork bomb fills its own container, not the host). Checked by the runtime before any backend
 //! sees the pod, so every backend enforces the same policy.
 
 use crate::PodSpec;
@@ -14,6 +15,9 @@ pub struct ContainerPolicy {
     pub require_non_root: bool,
     /// The CPU limit of a container whose template sets none (millicores); `None`: no limit.
     pub default_cpu_limit_millis: Option<u64>,
+    /// The most processes (and threads) a container may hold at once; templates cannot
+    /// set one (Kubernetes has no such field), so it is every container's.
+    pub default_pids_limit: u64,
 }
 
 impl Default for ContainerPolicy {
@@ -22,6 +26,7 @@ impl Default for ContainerPolicy {
             allow_privileged: false,
             require_non_root: false,
             default_cpu_limit_millis: Some(DEFAULT_CPU_LIMIT_MILLIS),
+            default_pids_limit: DEFAULT_PIDS_LIMIT,
         }
     }
 }
@@ -32,6 +37,16 @@ pub const DEFAULT_CPU_LIMIT_MILLIS: u64 = 1000;
 /// The largest default CPU limit an operator can set (a thousand CPUs): past it a number is
 /// a typo, not a machine.
 pub const MAX_CPU_LIMIT_MILLIS: u64 = 1_000_000;
+
+/// Processes and threads per container: plenty for builds (a parallel `make`, a JVM's
+/// threads), few enough that a fork bomb stays a container's problem.
+pub const DEFAULT_PIDS_LIMIT: u64 = 1024;
+
+/// The bounds of the process limit an operator can set: below the lower one the agent that
+/// runs the steps cannot start its own threads beside a step; past the upper one (the
+/// kernel's largest `pid_max`) a number is a typo.
+pub const MIN_PIDS_LIMIT: u64 = 32;
+pub const MAX_PIDS_LIMIT: u64 = 4_194_304;
 
 /// Why a pod is refused, in words naming the container and the setting.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +83,7 @@ impl ContainerPolicy {
             if c.resources.limit_cpu_millis.is_none() {
                 c.resources.limit_cpu_millis = self.default_cpu_limit_millis;
             }
+            c.resources.limit_pids = Some(self.default_pids_limit);
         }
         Ok(())
     }
@@ -86,6 +102,18 @@ mod tests {
         policy.apply(&mut s).unwrap();
         assert_eq!(s.containers[0].resources.limit_cpu_millis, Some(1000));
         assert_eq!(s.containers[1].resources.limit_cpu_millis, Some(4000));
+        assert_eq!(s.containers[0].resources.limit_pids, Some(1024));
+        let fewer = ContainerPolicy {
+            default_pids_limit: 64,
+            ..ContainerPolicy::default()
+        };
+        let mut s = spec.clone();
+        fewer.apply(&mut s).unwrap();
+        assert!(
+            s.containers
+                .iter()
+                .all(|c| c.resources.limit_pids == Some(64))
+        );
 
         spec.containers[0].privileged = true;
         let e = policy.apply(&mut spec.clone()).unwrap_err().to_string();

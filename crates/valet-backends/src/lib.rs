@@ -29,6 +29,10 @@ pub enum BackendConfig {
         /// Leave workspaces in place after the build.
         #[serde(default)]
         keep: bool,
+        /// Run steps as this user: `UID` or `UID:GID` (needs root). `valet serve` running as
+        /// root runs them as `nobody` (65534:65534) when this is not set; `0` keeps root.
+        #[serde(default)]
+        user: Option<UserOption>,
     },
     /// Containers on the local Docker engine.
     Docker {
@@ -51,6 +55,26 @@ pub enum BackendConfig {
         #[serde(default)]
         hold_until: Option<PathBuf>,
     },
+}
+
+/// A user as written: a number (`--backend-opt user=65534`, YAML `user: 65534`) or text
+/// (`65534:65534`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum UserOption {
+    Id(u64),
+    Text(String),
+}
+
+impl UserOption {
+    fn parse(&self) -> Result<valet_local::StepUser, ConfigError> {
+        let text = match self {
+            UserOption::Id(n) => n.to_string(),
+            UserOption::Text(t) => t.clone(),
+        };
+        valet_local::StepUser::parse(&text)
+            .map_err(|e| ConfigError::Invalid(format!("backend.{e}")))
+    }
 }
 
 /// How a container backend reaches the agents in its pods.
@@ -85,6 +109,7 @@ impl Default for BackendConfig {
         BackendConfig::Local {
             root: None,
             keep: false,
+            user: None,
         }
     }
 }
@@ -135,18 +160,54 @@ impl BackendConfig {
 
     /// Where the backend keeps its files when its settings do not say: the controller's
     /// data directory (local workspaces under `DIR/pods`). Backends that keep no files
-    /// ignore it.
+    /// ignore it. Local steps that run as another user cannot enter the data directory
+    /// (it is the controller's alone): their workspaces stay in the system temp directory.
     pub fn with_data_dir(mut self, dir: &std::path::Path) -> BackendConfig {
+        let other_user = self.step_user().is_some();
         if let BackendConfig::Local { root, .. } = &mut self
             && root.is_none()
+            && !other_user
         {
             *root = Some(dir.join("pods"));
         }
         self
     }
 
+    /// The controller's default for local steps: when this process runs as root and no
+    /// `user` is set, steps run as [`valet_local::StepUser::NOBODY`], so a pipeline cannot
+    /// read the controller's files, memory or other repositories' credentials through root.
+    pub fn with_unprivileged_steps(mut self) -> BackendConfig {
+        if let BackendConfig::Local { user, .. } = &mut self
+            && user.is_none()
+            && valet_local::StepUser::running_as_root()
+        {
+            let nobody = valet_local::StepUser::NOBODY;
+            *user = Some(UserOption::Text(nobody.to_string()));
+        }
+        self
+    }
+
+    /// The user local steps run as, when it is not this process's.
+    pub fn step_user(&self) -> Option<valet_local::StepUser> {
+        match self {
+            BackendConfig::Local {
+                user: Some(user), ..
+            } => user
+                .parse()
+                .ok()
+                .filter(|u| *u != valet_local::StepUser::current()),
+            _ => None,
+        }
+    }
+
     /// Checks what the types cannot say.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let BackendConfig::Local {
+            user: Some(user), ..
+        } = self
+        {
+            user.parse()?;
+        }
         if let BackendConfig::Docker { warm_pool, .. } = self
             && *warm_pool > MAX_WARM_POOL
         {
@@ -160,10 +221,19 @@ impl BackendConfig {
     /// Makes the backend, ready to provision: connected, its prerequisites checked.
     pub async fn build(&self) -> Result<Arc<dyn Backend>, BackendError> {
         Ok(match self {
-            BackendConfig::Local { root, keep } => Arc::new(valet_local::LocalBackend::new(
-                root.clone().unwrap_or_else(std::env::temp_dir),
-                *keep,
-            )),
+            BackendConfig::Local { root, keep, user } => {
+                let mut local = valet_local::LocalBackend::new(
+                    root.clone().unwrap_or_else(std::env::temp_dir),
+                    *keep,
+                );
+                if let Some(user) = user {
+                    local = local.with_user(
+                        user.parse()
+                            .map_err(|e| BackendError::Rejected(e.to_string()))?,
+                    );
+                }
+                Arc::new(local)
+            }
             BackendConfig::Docker {
                 warm_pool,
                 agent,
@@ -237,9 +307,19 @@ mod tests {
             BackendConfig::from_options("local", &["keep=true".into()]).unwrap(),
             BackendConfig::Local {
                 root: None,
-                keep: true
+                keep: true,
+                user: None,
             }
         );
+        assert_eq!(
+            BackendConfig::from_options("local", &["user=65534".into()])
+                .unwrap()
+                .step_user()
+                .map(|u| u.to_string()),
+            (valet_local::StepUser::current().uid != 65534).then(|| "65534:65534".to_string())
+        );
+        let e = BackendConfig::from_options("local", &["user=nobody".into()]).unwrap_err();
+        assert!(e.to_string().contains("UID or UID:GID"), "{e}");
         assert_eq!(
             BackendConfig::of_kind("podman").unwrap_err().to_string(),
             "unknown backend `podman` (known: local, docker, fake)"

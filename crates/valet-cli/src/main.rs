@@ -42,14 +42,29 @@ enum Command {
     Token(commands::token::Args),
 }
 
+/// Where credentials come from in the environment (see `valet run --help`).
+const SECRET_PREFIX: &str = "VALET_SECRET_";
+
 fn main() -> ExitCode {
+    // First, while this is the only thread: the steps this process runs are its children,
+    // and must not find its credentials in its environment, its memory or `/proc`.
+    let secrets = match valet_process::protect::take_env(SECRET_PREFIX) {
+        Ok(taken) => taken,
+        Err(e) => {
+            eprintln!("valet: cannot take {SECRET_PREFIX}* out of the environment: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = valet_process::protect::set_non_dumpable() {
+        eprintln!("valet: warning: steps of this user may read this process's memory: {e}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Plan(args) => commands::plan::run(args),
-        Command::Run(args) => commands::run::run(args),
+        Command::Run(args) => commands::run::run(args, secrets),
         Command::Gc(args) => commands::gc::run(args),
-        Command::Serve(args) => commands::serve::run(args),
+        Command::Serve(args) => commands::serve::run(args, secrets),
         Command::Token(args) => commands::token::run(args),
     };
     match result {

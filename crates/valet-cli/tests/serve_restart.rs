@@ -37,6 +37,13 @@ fn kill_9_while_10_builds_run_and_20_wait_loses_nothing_and_runs_no_step_twice()
     let dir = tempfile::tempdir().unwrap();
     // Outside every workspace: each step appends one line, so a step run twice shows.
     let steps = dir.path().join("steps.txt");
+    // A controller running as root runs local steps as `nobody`: the file is theirs to
+    // append to.
+    std::fs::write(&steps, "").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&steps, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
     // Step one holds until the test releases it, so exactly the first 10 builds are inside
     // it when the controller is killed, however slow the machine.
     let release = dir.path().join("release");

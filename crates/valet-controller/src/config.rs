@@ -155,10 +155,21 @@ struct RawContainerPolicy {
     /// Millicores; 0 for none.
     #[serde(default = "default_cpu_limit")]
     default_cpu_limit_millis: u64,
+    /// Processes and threads per container.
+    #[serde(default = "default_pids_limit")]
+    default_pids_limit: Spanned<u64>,
 }
 
 fn default_cpu_limit() -> u64 {
     valet_backend::policy::DEFAULT_CPU_LIMIT_MILLIS
+}
+
+fn default_pids_limit() -> Spanned<u64> {
+    Spanned::new(
+        valet_backend::policy::DEFAULT_PIDS_LIMIT,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
 }
 
 /// The controller's configuration, checked.
@@ -185,6 +196,10 @@ pub struct Config {
     pub container_policy: valet_backend::ContainerPolicy,
     /// Authentication of the API and the names the controller is reached by.
     pub api: ApiAccess,
+    /// Credentials for `withCredentials` and `credentials()`: not from the file; `valet
+    /// serve` fills them from the `VALET_SECRET_*` variables it took out of its environment
+    /// at start (none by default).
+    pub secrets: valet_runtime::Secrets,
 }
 
 /// A repository, checked.
@@ -454,6 +469,19 @@ impl Config {
                     .collect::<Result<_, _>>()?,
             },
         };
+        if let Some(p) = &raw.container_policy {
+            let pids = &p.value.default_pids_limit;
+            use valet_backend::policy::{MAX_PIDS_LIMIT, MIN_PIDS_LIMIT};
+            if !(MIN_PIDS_LIMIT..=MAX_PIDS_LIMIT).contains(&pids.value) {
+                return Err(at(
+                    &pids.referenced,
+                    format!(
+                        "container_policy.default_pids_limit must be between {MIN_PIDS_LIMIT} and {MAX_PIDS_LIMIT} processes, not {}",
+                        pids.value
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             api,
             listen,
@@ -472,8 +500,10 @@ impl Config {
                     require_non_root: p.value.require_non_root,
                     default_cpu_limit_millis: (p.value.default_cpu_limit_millis > 0)
                         .then_some(p.value.default_cpu_limit_millis),
+                    default_pids_limit: p.value.default_pids_limit.value,
                 })
                 .unwrap_or_default(),
+            secrets: valet_runtime::Secrets::default(),
         })
     }
 
@@ -797,6 +827,23 @@ repositories:
             e.starts_with("valet.yaml:2:") && e.contains("at most 1000000"),
             "{e}"
         );
+        assert_eq!(c.container_policy.default_pids_limit, 1024);
+        let c = parse(&format!(
+            "container_policy:\n  default_pids_limit: 64\n{GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(c.container_policy.default_pids_limit, 64);
+        for bad in ["0", "8", "99999999999"] {
+            let e = parse(&format!(
+                "container_policy:\n  allow_privileged: false\n  default_pids_limit: {bad}\n{GOOD}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.starts_with("valet.yaml:3:") && e.contains("between 32 and 4194304"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

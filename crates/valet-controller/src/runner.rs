@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 use valet_backend::{Backend, BackendError, Execution, Pod, ProvisionRequest, StepRunner};
 use valet_dsl::{Diagnostic, SourceFile};
-use valet_runtime::{CancellationToken, Event, RunOptions, ScmInfo, Secrets, Stream};
+use valet_runtime::{CancellationToken, Event, RunOptions, ScmInfo, Stream};
 use valet_store::{BuildId, BuildLog, BuildRow, Record, Store, now_ms};
 
 use crate::config::Repo;
@@ -368,8 +368,8 @@ fn run_options(c: &Controller, repo: &Repo, b: &BuildRow, co: &Checkout, dir: &P
         params,
         env,
         inherit_env: false,
-        // Credentials come from `VALET_SECRET_*` in the controller's environment, as for `valet run`.
-        secrets: Secrets::from_env(std::env::vars()),
+        // Credentials: `VALET_SECRET_*` of the controller's environment, taken at its start.
+        secrets: c.inner.config.secrets.clone(),
         artifacts_dir: Some(
             c.inner
                 .config
@@ -404,6 +404,7 @@ pub(crate) async fn backend_for(
         .config
         .backend
         .config_for(kind)
+        .with_unprivileged_steps()
         .with_data_dir(&c.inner.config.data_dir);
     let backend = config.build().await?;
     backends.insert(kind.to_string(), backend.clone());

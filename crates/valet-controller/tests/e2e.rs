@@ -556,6 +556,12 @@ async fn a_pull_request_builds_its_head_fetched_from_the_pull_ref() {
 async fn disable_concurrent_builds_runs_a_branch_one_build_at_a_time() {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("order.txt");
+    // Steps of a controller running as root run as `nobody`: the file is theirs to append to.
+    std::fs::write(&file, "").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
     let repo = Repo::new(&format!(
         "pipeline {{\n  agent any\n  options {{ disableConcurrentBuilds() }}\n  stages {{\n    stage('Only') {{\n      steps {{ sh 'echo start >> {0}; sleep 1; echo end >> {0}' }}\n    }}\n  }}\n}}\n",
         file.display()

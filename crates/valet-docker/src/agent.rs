@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
+use tracing::Instrument as _;
 use valet_agent::{AgentExecution, AgentRunner, PendingAgent, Token};
 use valet_backend::{BackendError, Command, Execution, ExecutionHandle, ExitStatus, StepRunner};
 
@@ -53,6 +54,12 @@ pub const AGENT_IN_CONTAINER: &str = "/valet/bin/valet-agent";
 pub const RUN_DIR: &str = "/valet/run";
 /// How long a pod's agents get to answer after their containers started.
 pub const READY_WITHIN: Duration = Duration::from_secs(15);
+/// How long past the grace a cancel waits for the agent to end a step before the container
+/// is killed from outside: an agent in a container its step floods (every pid taken, the CPU
+/// share spent) may never answer.
+pub const AGENT_CANCEL_SLACK: Duration = Duration::from_secs(4);
+/// How long `docker kill`, and then the step's end, may take after it.
+const OUTSIDE_KILL_WITHIN: Duration = Duration::from_secs(6);
 /// Unix socket paths are limited to 108 bytes; past this a socket is named by index.
 const SOCKET_PATH_MAX: usize = 100;
 
@@ -223,6 +230,7 @@ pub(crate) async fn connect_all(
                         container: id,
                         name: name.clone(),
                         memory_limit,
+                        killed: Arc::default(),
                     });
                     Ok((name, runner))
                 }
@@ -277,11 +285,25 @@ pub(crate) struct DockerRunner {
     /// The spec's name of the container and its memory limit, for OOM reports.
     name: String,
     memory_limit: Option<u64>,
+    /// Why the container was killed from outside, once it was: it runs no more steps.
+    killed: Killed,
 }
+
+/// Set once a container was killed from outside, with the reason; shared by the container's
+/// runner and its steps.
+type Killed = Arc<Mutex<Option<String>>>;
 
 #[async_trait::async_trait]
 impl StepRunner for DockerRunner {
     async fn start(&self, cmd: Command) -> Result<Execution, BackendError> {
+        if let Some(why) = self
+            .killed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(BackendError::Lost(why));
+        }
         let began = SystemTime::now();
         let span = tracing::debug_span!("step", container = %self.name, argv = ?cmd.argv);
         let (output, inner) =
@@ -296,6 +318,7 @@ impl StepRunner for DockerRunner {
                 memory_limit: self.memory_limit,
                 began,
                 status: None,
+                killed: self.killed.clone(),
             }),
         })
     }
@@ -309,6 +332,43 @@ struct DockerExecution {
     memory_limit: Option<u64>,
     began: SystemTime,
     status: Option<ExitStatus>,
+    killed: Killed,
+}
+
+impl DockerExecution {
+    /// Kills the whole container (its agent, the step and all it started): the way out
+    /// when the agent does not end a step. `why` is what later steps are told.
+    #[tracing::instrument(name = "kill container", skip_all, fields(container = %self.name))]
+    async fn kill_container(&mut self, why: String) -> Result<ExitStatus, BackendError> {
+        tracing::warn!(container = %self.name, "{why}");
+        *self.killed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+            "container '{}' was killed from outside and runs no more steps: {why}",
+            self.name
+        ));
+        let kill = self.docker.kill_container(
+            &self.container,
+            Some(bollard::query_parameters::KillContainerOptions {
+                signal: "KILL".into(),
+            }),
+        );
+        match tokio::time::timeout(OUTSIDE_KILL_WITHIN, kill).await {
+            Ok(Ok(())) => {}
+            // Already stopped (409: not running; 404: gone): nothing of the step runs.
+            Ok(Err(e)) if matches!(status(&e), Some(404 | 409)) => {}
+            Ok(Err(e)) => return Err(map_err(e)),
+            Err(_) => {
+                return Err(BackendError::Lost(format!(
+                    "container '{}': the engine did not kill it within {} s",
+                    self.name,
+                    OUTSIDE_KILL_WITHIN.as_secs()
+                )));
+            }
+        }
+        // The agent went with its container: its stream ends now, if it has not already.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.wait()).await;
+        self.status = Some(ExitStatus::Signal(9));
+        Ok(ExitStatus::Signal(9))
+    }
 }
 
 #[async_trait::async_trait]
@@ -320,12 +380,40 @@ impl ExecutionHandle for DockerExecution {
     }
 
     async fn cancel(&mut self, grace: Duration) -> Result<ExitStatus, BackendError> {
-        let st = self.inner.cancel(grace).await?;
-        self.status = Some(st);
-        Ok(st)
+        let limit = grace.saturating_add(AGENT_CANCEL_SLACK);
+        let asked = tokio::time::timeout(limit, self.inner.cancel(grace))
+            .instrument(tracing::info_span!("cancel step", container = %self.name))
+            .await;
+        match asked {
+            Ok(Ok(st)) => {
+                self.status = Some(st);
+                Ok(st)
+            }
+            Ok(Err(e)) => {
+                self.kill_container(format!(
+                    "its agent could not be asked to end the step ({e})"
+                ))
+                .await
+            }
+            Err(_) => {
+                self.kill_container(format!(
+                    "its agent did not end the step within {} s of the cancel",
+                    limit.as_secs()
+                ))
+                .await
+            }
+        }
     }
 
     async fn explain(&mut self) -> Option<String> {
+        if let Some(why) = self
+            .killed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Some(why);
+        }
         // The OOM killer sends SIGKILL; any other end needs no engine's word.
         if self.status != Some(ExitStatus::Signal(9)) {
             return None;

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::{
@@ -171,7 +172,7 @@ pub async fn collect(docker: &Docker, scope: &Scope) -> Result<Removed, BackendE
     .map_err(map_err)?;
     for v in volumes.volumes.unwrap_or_default() {
         if scope.covers(v.labels.get(LABEL_OWNER).map(String::as_str))
-            && remove_volume(docker, &v.name).await?
+            && remove_volume_when_free(docker, &v.name).await?
         {
             removed.volumes.push(v.name);
         }
@@ -229,5 +230,27 @@ pub(crate) async fn remove_volume(docker: &Docker, name: &str) -> Result<bool, B
         Ok(()) => Ok(true),
         Err(e) if status(&e) == Some(404) => Ok(false),
         Err(e) => Err(map_err(e)),
+    }
+}
+
+/// How long a volume's removal is asked again while the engine says it is in use.
+const VOLUME_FREE_WITHIN: Duration = Duration::from_secs(15);
+
+/// Removes a volume, asking again (bounded) while the engine says it is in use: its last
+/// container may still be on its way out.
+pub(crate) async fn remove_volume_when_free(
+    docker: &Docker,
+    name: &str,
+) -> Result<bool, BackendError> {
+    let deadline = tokio::time::Instant::now() + VOLUME_FREE_WITHIN;
+    loop {
+        match remove_volume(docker, name).await {
+            Err(BackendError::Rejected(m))
+                if m.contains("in use") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r => return r,
+        }
     }
 }

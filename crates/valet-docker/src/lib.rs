@@ -13,7 +13,16 @@
 //!   collector) finds them;
 //! * limits from the spec: memory limit → `memory` and `memory_swap` (equal: no swap), CPU
 //!   limit → `nano_cpus`, CPU request → `cpu_shares`, `run_as_user`/`run_as_group` → `user`,
-//!   and `pids_limit` 4096.
+//!   the process limit (the operator's `default_pids_limit`) → `pids_limit`.
+//!
+//! # When a container does not give its step back
+//!
+//! A cancel (a `timeout`, an API cancel) asks the container's agent to end the step (TERM,
+//! grace, KILL). A container flooded by its step (a fork bomb at its process limit, its CPU
+//! share taken) may not answer in time: then the container is killed from outside
+//! (`docker kill`), its step ends with signal 9, and the container runs no more steps (they
+//! fail saying why). Teardown removes the containers first, waits until the engine has
+//! them gone, then removes the volume, retrying while the engine still counts it in use.
 //!
 //! The base image `valet/busybox:latest` is built offline by `images/build.sh` (from Debian's
 //! `busybox-static`); [`DockerBackend::ensure_base_image`] runs it when the image is missing.
@@ -82,8 +91,8 @@ pub const LABEL_BUILD: &str = "valet.build";
 pub const LABEL_CONTAINER: &str = "valet.container";
 /// Label holding the warm pool's id, on the pods it made.
 pub const LABEL_POOL: &str = "valet.pool";
-/// The process limit of every container.
-pub const PIDS_LIMIT: i64 = 4096;
+/// The process limit of a container whose spec has none (the policy's default).
+pub const PIDS_LIMIT: i64 = valet_backend::policy::DEFAULT_PIDS_LIMIT as i64;
 
 /// Set on every container that is not privileged: setuid binaries give no privilege.
 const NO_NEW_PRIVILEGES: &str = "no-new-privileges";
@@ -715,7 +724,10 @@ impl DockerBackend {
                 cpu_shares: r.request_cpu_millis.map(|m| {
                     (i64::try_from(m).unwrap_or(i64::MAX).saturating_mul(1024) / 1000).max(2)
                 }),
-                pids_limit: Some(PIDS_LIMIT),
+                pids_limit: Some(
+                    r.limit_pids
+                        .map_or(PIDS_LIMIT, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+                ),
                 privileged: Some(c.privileged),
                 // No step gains privileges through a setuid binary (`sudo`, `su`); privilege
                 // is the template's to ask and the operator's to allow (ContainerPolicy).
@@ -859,9 +871,52 @@ impl Pod for DockerPod {
     }
 
     /// Removes the pod's containers (found by label, so also those of a provisioning that
-    /// failed half-way), its network, its volume and its host directory.
+    /// failed half-way), its network, its volume and its host directory. A removal that
+    /// fails does not stop the others: what can go, goes, and the first error is returned.
     #[tracing::instrument(level = "debug", skip(self), fields(pod = %self.id))]
     async fn teardown(&self) -> Result<(), BackendError> {
+        let mut first_error = None;
+        let mut note = |r: Result<(), BackendError>| {
+            if let Err(e) = r {
+                tracing::warn!(pod = %self.id, error = %e, "teardown");
+                first_error.get_or_insert(e);
+            }
+        };
+        note(self.remove_containers().await);
+        if let Some(tunnel) = &self.tunnel {
+            tunnel.forget(&self.id);
+        }
+        // Once no container is attached to it.
+        if let Some(network) = &self.network {
+            note(network::remove(&self.docker, network).await.map(|_| ()));
+        }
+        note(
+            gc::remove_volume_when_free(&self.docker, &self.volume)
+                .instrument(tracing::debug_span!("remove volume", volume = %self.volume))
+                .await
+                .map(|_| ()),
+        );
+        if let Some(dir) = &self.dir {
+            note(
+                gc::remove_pod_dir(dir).map_err(|e| {
+                    BackendError::Internal(format!("removing {}: {e}", dir.display()))
+                }),
+            );
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How long a teardown waits for the engine to finish removing a pod's containers (a
+/// container flooded by its processes takes a while to die).
+const CONTAINERS_GONE_WITHIN: Duration = Duration::from_secs(30);
+
+impl DockerPod {
+    /// The pod's containers, found by label: `(is the sandbox, id)`.
+    async fn containers_left(&self) -> Result<Vec<(bool, String)>, BackendError> {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![format!("{LABEL_POD}={}", self.id)],
@@ -875,8 +930,7 @@ impl Pod for DockerPod {
         })
         .await
         .map_err(map_err)?;
-        // The pod's containers first (all at once), the sandbox (whose namespace they join) last.
-        let (sandboxes, members): (Vec<_>, Vec<_>) = found
+        Ok(found
             .into_iter()
             .filter_map(|c| {
                 let sandbox = c
@@ -886,28 +940,55 @@ impl Pod for DockerPod {
                     .is_some_and(|n| n == "sandbox");
                 c.id.map(|id| (sandbox, id))
             })
+            .collect())
+    }
+
+    /// Removes the pod's containers, members first (all at once), the sandbox (whose
+    /// namespace they join) last; then waits, bounded, until the engine lists none of them:
+    /// a removal the engine reports as already in progress has not finished, and the volume
+    /// stays in use until it has.
+    async fn remove_containers(&self) -> Result<(), BackendError> {
+        let (sandboxes, members): (Vec<_>, Vec<_>) = self
+            .containers_left()
+            .await?
+            .into_iter()
             .partition(|(sandbox, _)| *sandbox);
+        let mut first_error = None;
         for group in [members, sandboxes] {
             let removals = group
                 .iter()
                 .map(|(_, id)| gc::remove_container(&self.docker, id));
             for r in futures::future::join_all(removals).await {
-                r?;
+                if let Err(e) = r {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        if let Some(tunnel) = &self.tunnel {
-            tunnel.forget(&self.id);
+        let deadline = tokio::time::Instant::now() + CONTAINERS_GONE_WITHIN;
+        loop {
+            let left = self.containers_left().await?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(first_error.unwrap_or_else(|| {
+                    BackendError::Internal(format!(
+                        "{} container(s) of pod {} were still there {} s after their removal",
+                        left.len(),
+                        self.id,
+                        CONTAINERS_GONE_WITHIN.as_secs()
+                    ))
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            // A removal that failed (the engine could not kill a flooded container at
+            // once) is asked again.
+            for (_, id) in &left {
+                if let Err(e) = gc::remove_container(&self.docker, id).await {
+                    tracing::debug!(container = %id, error = %e, "removal asked again");
+                }
+            }
         }
-        // Once no container is attached to it.
-        if let Some(network) = &self.network {
-            network::remove(&self.docker, network).await?;
-        }
-        gc::remove_volume(&self.docker, &self.volume).await?;
-        if let Some(dir) = &self.dir {
-            gc::remove_pod_dir(dir)
-                .map_err(|e| BackendError::Internal(format!("removing {}: {e}", dir.display())))?;
-        }
-        Ok(())
     }
 }
 

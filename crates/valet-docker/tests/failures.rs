@@ -110,3 +110,102 @@ async fn a_container_the_engine_refuses_is_named_with_the_engines_message() {
         "the engine's message: {err}"
     );
 }
+
+/// The host pid of the first process (the agent) of container `name` of `pod`, and the
+/// container's id.
+async fn agent_pid(backend: &valet_docker::DockerBackend, pod: &str, name: &str) -> (i64, String) {
+    use bollard::query_parameters::ListContainersOptions;
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}={pod}", valet_docker::LABEL_POD),
+            format!("{}={name}", valet_docker::LABEL_CONTAINER),
+        ],
+    )]);
+    let found = backend
+        .docker()
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("list");
+    let id = found[0].id.clone().expect("an id");
+    let info = backend
+        .docker()
+        .inspect_container(&id, None)
+        .await
+        .expect("inspect");
+    (info.state.and_then(|s| s.pid).expect("a pid"), id)
+}
+
+/// An agent that cannot answer (stopped from the host, as one starved by a fork bomb in its
+/// container would be) does not hold a cancel: past the grace and a bounded wait the
+/// container is killed from outside, the step ends with KILL, the container refuses further
+/// steps saying why, and the teardown leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_the_agent_cannot_answer_kills_the_container_from_outside() {
+    let backend = common::backend().await;
+    let s = spec("unanswered", &["main"]);
+    let pod = backend
+        .provision_spec(&s, "b-unanswered")
+        .await
+        .expect("provision");
+    let runner = pod.runner("main").expect("runner");
+    let mut exec = runner
+        .start(Command::shell("echo started; sleep 300"))
+        .await
+        .expect("start");
+    assert!(exec.output.recv().await.is_some(), "the step started");
+    let (pid, id) = agent_pid(&backend, pod.id(), "main").await;
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+
+    let began = std::time::Instant::now();
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        exec.handle.cancel(std::time::Duration::from_secs(1)),
+    )
+    .await
+    .expect("the cancel returned within 15 s")
+    .expect("the cancel succeeded");
+    assert_eq!(status, ExitStatus::Signal(9), "after {:?}", began.elapsed());
+    let running = backend
+        .docker()
+        .inspect_container(&id, None)
+        .await
+        .expect("inspect")
+        .state
+        .and_then(|s| s.running);
+    assert_eq!(running, Some(false), "the container was killed");
+    let reason = exec.handle.explain().await.expect("a reason");
+    assert!(reason.contains("killed from outside"), "{reason}");
+
+    let refused = match runner.start(Command::shell("true")).await {
+        Ok(_) => panic!("a killed container ran another step"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&refused, BackendError::Lost(m) if m.contains("container 'main' was killed from outside") && m.contains("did not end the step")),
+        "{refused}"
+    );
+
+    pod.teardown().await.expect("teardown");
+    let volumes = backend
+        .docker()
+        .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+            filters: Some(std::collections::HashMap::from([(
+                "label".to_string(),
+                vec![format!("{}={}", valet_docker::LABEL_POD, pod.id())],
+            )])),
+        }))
+        .await
+        .expect("volumes")
+        .volumes
+        .unwrap_or_default();
+    assert!(volumes.is_empty(), "{volumes:?}");
+}

@@ -105,6 +105,7 @@ async fn limits_and_labels_reach_the_containers() {
     s.containers[0].resources.limit_cpu_millis = Some(1500);
     s.containers[0].resources.request_cpu_millis = Some(500);
     s.containers[0].run_as_user = Some(1000);
+    s.containers[0].resources.limit_pids = Some(300);
     let pod = backend
         .provision_spec(&s, "b-limits")
         .await
@@ -138,7 +139,7 @@ async fn limits_and_labels_reach_the_containers() {
     assert_eq!(hc.memory_swap, Some(256 * 1024 * 1024));
     assert_eq!(hc.nano_cpus, Some(1_500_000_000));
     assert_eq!(hc.cpu_shares, Some(512));
-    assert_eq!(hc.pids_limit, Some(4096));
+    assert_eq!(hc.pids_limit, Some(300));
     assert!(
         hc.network_mode
             .unwrap_or_default()

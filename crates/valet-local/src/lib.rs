@@ -13,8 +13,14 @@
 //! SIGKILL), found through `/proc`. The valet process makes itself a child subreaper, so
 //! such processes are handed to it when their parents end, and reaped by it.
 //!
-//! What it is not: a sandbox. Steps run as the user running valet, with that user's rights;
-//! a process that clears its environment (`env -i`) and leaves its group escapes the marks.
+//! Steps run as the user running valet, or as another one ([`LocalBackend::with_user`],
+//! `--backend-opt user=UID[:GID]`; `valet serve` running as root picks `nobody`, see
+//! [`StepUser::NOBODY`]): then each pod's directory is that user's, and `HOME` is the pod's
+//! own `home` directory. A step's environment is only what it is given (the runtime's
+//! variables, the template's, the marks) plus a default `PATH`: nothing of valet's own.
+//!
+//! What it is not: a sandbox. Steps have their user's rights; a process that clears its
+//! environment (`env -i`) and leaves its group escapes the marks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -54,11 +60,57 @@ static STEPS: AtomicU64 = AtomicU64::new(1);
 /// The default `PATH` when neither the spec nor the command gives one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Who a step runs as, by number (the host's user names are not looked up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl StepUser {
+    /// `nobody:nogroup` on Debian and most distributions: owns nothing of the host's.
+    pub const NOBODY: StepUser = StepUser {
+        uid: 65534,
+        gid: 65534,
+    };
+
+    /// `UID` (its group the same number) or `UID:GID`.
+    pub fn parse(s: &str) -> Result<StepUser, String> {
+        let bad = || format!("user `{s}`: want UID or UID:GID (numbers)");
+        let (uid, gid) = valet_process::parse_user(s.trim()).ok_or_else(bad)?;
+        Ok(StepUser {
+            uid,
+            gid: gid.unwrap_or(uid),
+        })
+    }
+
+    /// The user and group this process runs as.
+    pub fn current() -> StepUser {
+        StepUser {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        }
+    }
+
+    /// Whether this process runs as root (and so can run steps as another user).
+    pub fn running_as_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+}
+
+impl std::fmt::Display for StepUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
 /// Runs pods as directories under `root` (the system temp directory by default).
 pub struct LocalBackend {
     root: PathBuf,
     keep: bool,
     next: AtomicU64,
+    /// Steps run as this user when it is not this process's.
+    user: Option<StepUser>,
 }
 
 impl LocalBackend {
@@ -74,7 +126,20 @@ impl LocalBackend {
             root: root.into(),
             keep,
             next: AtomicU64::new(1),
+            user: None,
         }
+    }
+
+    /// Runs every step as `user` (this process must be root for any other than its own):
+    /// each pod's directory, workspace and home become that user's.
+    pub fn with_user(mut self, user: StepUser) -> Self {
+        self.user = (user != StepUser::current()).then_some(user);
+        self
+    }
+
+    /// The user steps run as, when it is not this process's.
+    pub fn user(&self) -> Option<StepUser> {
+        self.user
     }
 
     /// Pods under the system temp directory, removed at teardown.
@@ -109,11 +174,14 @@ impl Backend for LocalBackend {
     }
 
     fn notice(&self) -> Option<String> {
-        Some(
+        let user = match self.user {
+            Some(u) => format!("as user {u}"),
+            None => "as the current user".into(),
+        };
+        Some(format!(
             "the local backend does not use container images: every step runs as a host process \
-             (as the current user) in a per-build workspace, and containers are only names"
-                .into(),
-        )
+             ({user}) in a per-build workspace, and containers are only names"
+        ))
     }
 
     async fn provision(&self, req: &ProvisionRequest) -> Result<Box<dyn Pod>, BackendError> {
@@ -137,6 +205,18 @@ impl Backend for LocalBackend {
         std::fs::create_dir_all(&workspace).map_err(|e| {
             BackendError::Unavailable(format!("cannot create {}: {e}", workspace.display()))
         })?;
+        let home = match self.user {
+            Some(user) => {
+                let home = dir.join("home");
+                let made = give_to(user, &dir, &workspace, &home);
+                if let Err(e) = made {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+                Some(home)
+            }
+            None => None,
+        };
         let mut containers = HashMap::new();
         let pod_env: BTreeMap<String, String> = spec
             .env
@@ -168,6 +248,8 @@ impl Backend for LocalBackend {
             id,
             dir,
             workspace,
+            home,
+            user: self.user,
             keep: self.keep,
             containers,
             marks,
@@ -204,6 +286,9 @@ struct LocalPod {
     id: String,
     dir: PathBuf,
     workspace: PathBuf,
+    /// `HOME` of steps run as another user.
+    home: Option<PathBuf>,
+    user: Option<StepUser>,
     keep: bool,
     /// Container name → its environment from the spec.
     containers: HashMap<String, BTreeMap<String, String>>,
@@ -240,6 +325,8 @@ impl Pod for LocalPod {
         })?;
         Ok(Arc::new(LocalRunner {
             workspace: self.workspace.clone(),
+            home: self.home.clone(),
+            user: self.user,
             env: env.clone(),
             marks: self.marks.clone(),
             groups: self.groups.clone(),
@@ -267,6 +354,45 @@ impl Pod for LocalPod {
     }
 }
 
+/// Makes the pod's directory, workspace and a new `home` belong to `user`, after checking
+/// that `user` can reach the directory at all (every directory above it searchable by it):
+/// otherwise no step could start, and the operator is told where it stops.
+fn give_to(user: StepUser, dir: &Path, workspace: &Path, home: &Path) -> Result<(), BackendError> {
+    use std::os::unix::fs::MetadataExt as _;
+    for above in dir.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(above) else {
+            continue;
+        };
+        let mode = m.mode();
+        let searchable = if m.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if m.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !searchable {
+            return Err(BackendError::Unavailable(format!(
+                "steps run as user {user}, who cannot enter {} (mode {:o}): workspaces under it are out of its reach; \
+                 open it to that user (chmod o+x) or give the local backend another root",
+                above.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    std::fs::create_dir_all(home)
+        .map_err(|e| BackendError::Unavailable(format!("cannot create {}: {e}", home.display())))?;
+    for d in [dir, workspace, home] {
+        std::os::unix::fs::chown(d, Some(user.uid), Some(user.gid)).map_err(|e| {
+            BackendError::Unavailable(format!(
+                "cannot give {} to user {user}: {e} (only root runs steps as another user)",
+                d.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 async fn remove_dir(dir: &Path) -> Result<(), BackendError> {
     match tokio::fs::remove_dir_all(dir).await {
         Ok(()) => Ok(()),
@@ -289,6 +415,8 @@ async fn remove_dir(dir: &Path) -> Result<(), BackendError> {
 
 struct LocalRunner {
     workspace: PathBuf,
+    home: Option<PathBuf>,
+    user: Option<StepUser>,
     env: BTreeMap<String, String>,
     marks: Marks,
     groups: Arc<Mutex<Vec<i32>>>,
@@ -309,14 +437,24 @@ impl StepRunner for LocalRunner {
         env.extend(cmd.env);
         env.entry("PATH".into())
             .or_insert_with(|| DEFAULT_PATH.into());
+        // Another user's home is the pod's, unless the step set one of its own (valet's
+        // `HOME`, passed on by the runtime, is not the step user's).
+        if let Some(home) = &self.home {
+            let own = std::env::var_os("HOME");
+            if env
+                .get("HOME")
+                .is_none_or(|h| own.as_deref() == Some(std::ffi::OsStr::new(h)))
+            {
+                env.insert("HOME".into(), home.display().to_string());
+            }
+        }
         let step = STEPS.fetch_add(1, Ordering::Relaxed);
         let spec = Spec {
             argv: cmd.argv,
             env: env.into_iter().collect(),
             clear_env: true,
             cwd: Some(cwd),
-            // Steps run as the user running valet: switching users is not the local backend's.
-            user: None,
+            user: self.user.map(|u| u.to_string()),
             stdin: cmd.stdin,
             output_cap: None,
             marks: self.marks.clone().with(STEP_VAR, step.to_string()),

@@ -17,9 +17,13 @@
 //!   the runner reaps only the orphans of its steps that were handed to it
 //!   ([`become_subreaper`]), never a child some other part of the program waits for.
 //!
+//! And for the process running steps: keeping its own credentials from them ([`protect`]:
+//! `VALET_SECRET_*` taken out of its environment at start, the process non-dumpable).
+//!
 //! Not here: any transport (gRPC, the backend traits); those wrap a [`Process`].
 
 pub mod marks;
+pub mod protect;
 pub mod reaper;
 
 mod adopted;

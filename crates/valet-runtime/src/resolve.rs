@@ -131,6 +131,8 @@ async fn resolve_container(c: &plan::ContainerSpec, ev: &Evaluate<'_, '_>) -> R<
                 limit_cpu_millis: r.limit_cpu_millis,
                 request_memory_bytes: r.request_memory_bytes,
                 limit_memory_bytes: r.limit_memory_bytes,
+                // Filled in by the operator's container policy.
+                limit_pids: None,
             },
             ports: c
                 .ports

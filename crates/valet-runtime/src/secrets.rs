@@ -43,10 +43,20 @@ impl Credential {
 }
 
 /// Where credentials come from: a file's entries, then the environment.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Secrets {
     entries: IndexMap<String, Credential>,
     env: IndexMap<String, String>,
+}
+
+/// Names only: a configuration or options printed for debugging show no value.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("entries", &self.entries.keys().collect::<Vec<_>>())
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -35,7 +35,8 @@ Secrets (for `withCredentials` and `credentials()`), first match wins:
                    or lines: `npm-token=s3cr3t`, `deploy.username=bot`, `deploy.password=pw` (# comments)
   environment      VALET_SECRET_<ID>=value, VALET_SECRET_<ID>_USERNAME / _PASSWORD / _PRIVATEKEY /
                    _PASSPHRASE, where <ID> is the credential id in upper case with every character
-                   other than a letter or digit turned into `_` (npm-token -> VALET_SECRET_NPM_TOKEN)
+                   other than a letter or digit turned into `_` (npm-token -> VALET_SECRET_NPM_TOKEN);
+                   valet takes them out of its environment at start: steps never see them there
   Bound values, and their base64 forms, are shown as **** in all output.
 
 On the local backend, container images are not used: every step runs as a host process, in a
@@ -101,6 +102,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "MILLICORES", default_value_t = valet_backend::policy::DEFAULT_CPU_LIMIT_MILLIS,
           value_parser = clap::value_parser!(u64).range(0..=valet_backend::policy::MAX_CPU_LIMIT_MILLIS))]
     default_cpu_limit: u64,
+    /// The most processes (and threads) a container may hold at once (32 to 4194304), so a
+    /// fork bomb fills its own container, not the host.
+    #[arg(long, value_name = "N", default_value_t = valet_backend::policy::DEFAULT_PIDS_LIMIT,
+          value_parser = clap::value_parser!(u64).range(valet_backend::policy::MIN_PIDS_LIMIT..=valet_backend::policy::MAX_PIDS_LIMIT))]
+    default_pids_limit: u64,
 }
 
 const EXIT_ERROR: u8 = 4;
@@ -179,7 +185,8 @@ fn pairs(items: &[String], what: &str) -> anyhow::Result<IndexMap<String, String
     Ok(m)
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// `secrets`: the `VALET_SECRET_*` variables `main` took out of the environment.
+pub(crate) fn run(args: Args, secrets: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     // Traces only when asked for (`RUST_LOG=valet_runtime=info,valet_docker=debug`): the
     // build, job, step and backend spans with their durations, on stderr beside progress.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -190,7 +197,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    match run_inner(args) {
+    match run_inner(args, secrets) {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -199,7 +206,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+fn run_inner(args: Args, env_secrets: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     let compiled = super::compile_file(&args.file)?;
     if !compiled.diagnostics.is_empty() {
         eprint!("{}", compiled.render_diagnostics());
@@ -214,7 +221,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let (Some(script), Some(graph)) = (compiled.script.as_ref(), compiled.graph.as_ref()) else {
         anyhow::bail!("{}: nothing to run", args.file);
     };
-    let mut secrets = Secrets::from_env(std::env::vars());
+    let mut secrets = Secrets::from_env(env_secrets);
     if let Some(f) = &args.secrets {
         secrets.load_file(f)?;
     }
@@ -231,6 +238,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             require_non_root: args.require_non_root,
             default_cpu_limit_millis: (args.default_cpu_limit > 0)
                 .then_some(args.default_cpu_limit),
+            default_pids_limit: args.default_pids_limit,
         },
         ..RunOptions::default()
     };

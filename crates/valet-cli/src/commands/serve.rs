@@ -25,7 +25,8 @@ pub(crate) struct Args {
 /// How long running builds get to record their end when the controller stops.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// `secrets`: the `VALET_SECRET_*` variables `main` took out of the environment.
+pub(crate) fn run(args: Args, secrets: Vec<(String, String)>) -> anyhow::Result<ExitCode> {
     let mut config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -36,6 +37,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(l) = args.listen {
         config.listen = l;
     }
+    config.secrets = valet_runtime::Secrets::from_env(secrets);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
