@@ -407,7 +407,7 @@ fn container(c: &ContainerSpec, spec: &PodSpec, o: &ManifestOptions, mounts: &[V
 
 fn resources(r: &Resources) -> Option<Value> {
     let cpu = |m: u64| {
-        if m % 1000 == 0 {
+        if m.is_multiple_of(1000) {
             json!((m / 1000).to_string())
         } else {
             json!(format!("{m}m"))
@@ -415,9 +415,9 @@ fn resources(r: &Resources) -> Option<Value> {
     };
     let memory = |b: u64| {
         const MI: u64 = 1024 * 1024;
-        if b % (1024 * MI) == 0 {
+        if b.is_multiple_of(1024 * MI) {
             json!(format!("{}Gi", b / (1024 * MI)))
-        } else if b % MI == 0 {
+        } else if b.is_multiple_of(MI) {
             json!(format!("{}Mi", b / MI))
         } else {
             json!(b.to_string())
@@ -471,6 +471,7 @@ mod tests {
             limit_cpu_millis: Some(2000),
             request_memory_bytes: Some(512 * 1024 * 1024),
             limit_memory_bytes: Some(2 * 1024 * 1024 * 1024),
+            ..Default::default()
         };
         assert_eq!(
             resources(&r).unwrap(),
