@@ -119,42 +119,6 @@ fn reading_512_mib_into_a_value_stops_at_the_limit() {
     assert!(text.contains("Build FAILURE"), "{text}");
 }
 
-/// Containers, volumes and networks on the engine whose owner label names process `pid`.
-fn owned_by(pid: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    for (kind, format) in [
-        ("container", "{{.Names}} {{.Label \"valet.owner\"}}"),
-        ("volume", "{{.Name}} {{.Label \"valet.owner\"}}"),
-        ("network", "{{.Name}} {{.Label \"valet.owner\"}}"),
-    ] {
-        let args = [
-            kind,
-            "ls",
-            "-a",
-            "--filter",
-            "label=valet.owner",
-            "--format",
-            format,
-        ];
-        // `-a` (stopped ones too) is the containers' flag only.
-        let args: Vec<&str> = args
-            .into_iter()
-            .filter(|a| *a != "-a" || kind == "container")
-            .collect();
-        let out = Command::new("docker").args(&args).output().expect("docker");
-        assert!(out.status.success(), "docker {args:?}: {out:?}");
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut words = line.split_whitespace();
-            if let (Some(name), Some(owner)) = (words.next(), words.next())
-                && owner.split('/').nth(1) == Some(pid.to_string().as_str())
-            {
-                found.push(format!("{kind} {name}"));
-            }
-        }
-    }
-    found
-}
-
 /// A fork bomb in a Docker pod inside a 20-second `timeout`, held by a small process and
 /// CPU limit: the build ends ABORTED with the timeout's reason within the timeout plus
 /// 15 s of the step's start, and the engine keeps nothing of the run's.
@@ -221,7 +185,7 @@ fn a_fork_bomb_in_a_timeout_ends_in_time_and_leaves_nothing() {
             .is_some_and(|e| e.contains("Timeout has been exceeded")),
         "{timeout:#}"
     );
-    let left = owned_by(pid);
+    let left = common::owned_by(pid);
     assert!(left.is_empty(), "the run left {left:?}\n{errors}");
 }
 

@@ -305,41 +305,6 @@ fn a_step_killed_by_the_memory_limit_fails_the_build_saying_so() {
     );
 }
 
-/// Containers and volumes whose owner label names process `pid`.
-fn owned_by(pid: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    for args in [
-        vec![
-            "ps",
-            "-a",
-            "--filter",
-            "label=valet.owner",
-            "--format",
-            "{{.Names}} {{.Label \"valet.owner\"}}",
-        ],
-        vec![
-            "volume",
-            "ls",
-            "--filter",
-            "label=valet.owner",
-            "--format",
-            "{{.Name}} {{.Label \"valet.owner\"}}",
-        ],
-    ] {
-        let out = Command::new("docker").args(&args).output().expect("docker");
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut words = line.split_whitespace();
-            let (Some(name), Some(owner)) = (words.next(), words.next()) else {
-                continue;
-            };
-            if owner.split('/').nth(1) == Some(pid.to_string().as_str()) {
-                found.push(name.to_string());
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn the_warm_pool_serves_a_template_used_again_and_is_drained_at_the_end() {
     ensure_base_image();
@@ -380,7 +345,7 @@ fn the_warm_pool_serves_a_template_used_again_and_is_drained_at_the_end() {
         ready[1].ends_with("(2 containers, from the warm pool)"),
         "{stderr}"
     );
-    let left = owned_by(pid);
+    let left = common::owned_by(pid);
     assert!(left.is_empty(), "the run left {left:?}");
 }
 

@@ -155,29 +155,6 @@ fn kill_9_while_10_builds_run_and_20_wait_loses_nothing_and_runs_no_step_twice()
     second.wait().unwrap();
 }
 
-/// Containers and volumes on the engine whose owner label names process `pid`.
-fn owned_by_pid(pid: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    for (args, name) in [
-        (["ps", "-a"].as_slice(), "{{.Names}}"),
-        (["volume", "ls"].as_slice(), "{{.Name}}"),
-    ] {
-        let out = Command::new("docker")
-            .args(args)
-            .args(["--filter", "label=valet.owner", "--format"])
-            .arg(format!("{{{{.Label \"valet.owner\"}}}} {name}"))
-            .output()
-            .expect("docker runs");
-        found.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.contains(&format!("/{pid}/")))
-                .map(str::to_string),
-        );
-    }
-    found
-}
-
 #[test]
 fn after_kill_9_the_next_start_removes_the_docker_pods_of_the_killed_controller() {
     common::ensure_base_image();
@@ -217,7 +194,7 @@ fn after_kill_9_the_next_start_removes_the_docker_pods_of_the_killed_controller(
         assert!(Instant::now() < deadline, "the step never started: {b:#}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let left = owned_by_pid(pid);
+    let left = common::owned_by(pid);
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
     assert!(
@@ -225,7 +202,7 @@ fn after_kill_9_the_next_start_removes_the_docker_pods_of_the_killed_controller(
         "the sandbox, the container and the volume of the running pod: {left:?}"
     );
     assert_eq!(
-        owned_by_pid(pid),
+        common::owned_by(pid),
         left,
         "nothing removes them while no controller runs"
     );
@@ -234,7 +211,7 @@ fn after_kill_9_the_next_start_removes_the_docker_pods_of_the_killed_controller(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let b = &builds(addr)[0];
-        let gone = owned_by_pid(pid);
+        let gone = common::owned_by(pid);
         if !b["result"].is_null() && gone.is_empty() {
             assert_eq!(b["result"], "ERROR", "{b:#}");
             assert_eq!(b["reason"], "controller restarted", "{b:#}");

@@ -169,3 +169,39 @@ pub fn builds(addr: SocketAddr) -> Vec<Value> {
     assert_eq!(status, 200);
     v["builds"].as_array().cloned().unwrap_or_default()
 }
+
+/// Containers, volumes and networks on the engine whose owner label names process `pid`.
+pub fn owned_by(pid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for (kind, format) in [
+        ("container", "{{.Names}} {{.Label \"valet.owner\"}}"),
+        ("volume", "{{.Name}} {{.Label \"valet.owner\"}}"),
+        ("network", "{{.Name}} {{.Label \"valet.owner\"}}"),
+    ] {
+        let args = [
+            kind,
+            "ls",
+            "-a",
+            "--filter",
+            "label=valet.owner",
+            "--format",
+            format,
+        ];
+        // `-a` (stopped ones too) is the containers' flag only.
+        let args: Vec<&str> = args
+            .into_iter()
+            .filter(|a| *a != "-a" || kind == "container")
+            .collect();
+        let out = Command::new("docker").args(&args).output().expect("docker");
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut words = line.split_whitespace();
+            if let (Some(name), Some(owner)) = (words.next(), words.next())
+                && owner.split('/').nth(1) == Some(pid.to_string().as_str())
+            {
+                found.push(format!("{kind} {name}"));
+            }
+        }
+    }
+    found
+}
