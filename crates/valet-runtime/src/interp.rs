@@ -92,6 +92,9 @@ pub(crate) struct PodCtx {
 pub(crate) struct StageCtx {
     pub(crate) name: String,
     pub(crate) result: Mutex<BuildResult>,
+    /// The order in which stages started: the closing summary lists them so, whatever
+    /// order they end in.
+    pub(crate) started_seq: u64,
 }
 
 /// The dynamic context of running code: where it runs, with which environment.
@@ -200,7 +203,9 @@ pub(crate) struct Interp<'a> {
     /// first needed and removed with the build.
     pub(crate) spool: Mutex<Option<tempfile::TempDir>>,
     pub(crate) next_id: AtomicU64,
-    pub(crate) stages: Mutex<Vec<StageSummary>>,
+    /// The closing summary's lines, with the order their stages started in.
+    pub(crate) stages: Mutex<Vec<(u64, StageSummary)>>,
+    pub(crate) next_stage_seq: std::sync::atomic::AtomicU64,
     pub(crate) notices: Mutex<Vec<String>>,
     pub(crate) started: Instant,
 }
@@ -319,6 +324,7 @@ impl<'a> Interp<'a> {
             spool: Mutex::new(None),
             next_id: AtomicU64::new(1),
             stages: Mutex::new(Vec::new()),
+            next_stage_seq: std::sync::atomic::AtomicU64::new(0),
             notices: Mutex::new(Vec::new()),
             started: Instant::now(),
         }
@@ -1289,6 +1295,9 @@ impl<'a> Interp<'a> {
         let stage = Arc::new(StageCtx {
             name: name.to_string(),
             result: Mutex::new(BuildResult::Success),
+            started_seq: self
+                .next_stage_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
         let mut inner = ctx.clone();
         inner.path = Arc::new(path.clone());
@@ -1336,13 +1345,16 @@ impl<'a> Interp<'a> {
             result = BuildResult::NotBuilt;
         }
         let duration_ms = started.elapsed().as_millis() as u64;
-        lock(&self.stages).push(StageSummary {
-            path: ctx.path.iter().map(|p| self.masker.mask_str(p)).collect(),
-            parallel_branch: branch,
-            result,
-            skipped,
-            duration_ms,
-        });
+        lock(&self.stages).push((
+            stage.started_seq,
+            StageSummary {
+                path: ctx.path.iter().map(|p| self.masker.mask_str(p)).collect(),
+                parallel_branch: branch,
+                result,
+                skipped,
+                duration_ms,
+            },
+        ));
         self.emit(Event::StageFinished {
             name: stage.name.clone(),
             path: (*ctx.path).clone(),

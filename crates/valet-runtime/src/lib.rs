@@ -333,7 +333,9 @@ pub async fn run(
         duration_ms: duration.as_millis() as u64,
     })
     .await;
-    let stages = lock(&it.stages).clone();
+    let mut stages = lock(&it.stages).clone();
+    stages.sort_by_key(|(seq, _)| *seq);
+    let stages: Vec<StageSummary> = stages.into_iter().map(|(_, s)| s).collect();
     BuildOutcome {
         result,
         duration,

@@ -537,3 +537,38 @@ podTemplate(volumes: [hostPathVolume(hostPath: '/var/run/docker.sock', mountPath
     });
     assert!(warned, "{:#?}", r.events);
 }
+
+/// The closing summary lists stages in the order they started, not the order they ended:
+/// `Slow` starts first and ends last, yet comes first, run after run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_lists_stages_in_the_order_they_started() {
+    let r = common::run(
+        r#"
+node {
+    stage('Build') { echo 'b' }
+    parallel(
+        slow: { stage('Slow') { sh 'sleep 0.5' } },
+        quick: { stage('Quick') { echo 'q' } }
+    )
+    stage('After') { echo 'a' }
+}
+"#,
+    )
+    .await;
+    let order: Vec<String> = r.outcome.stages.iter().map(|s| s.path.join("/")).collect();
+    let slow = order
+        .iter()
+        .position(|p| p.ends_with("Slow"))
+        .expect("Slow");
+    let quick = order
+        .iter()
+        .position(|p| p.ends_with("Quick"))
+        .expect("Quick");
+    assert!(slow < quick, "{order:?}");
+    assert_eq!(
+        order.first().map(String::as_str),
+        Some("Build"),
+        "{order:?}"
+    );
+    assert_eq!(order.last().map(String::as_str), Some("After"), "{order:?}");
+}
