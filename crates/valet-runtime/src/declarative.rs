@@ -66,6 +66,7 @@ struct Options {
     skip_default_checkout: bool,
     fail_fast: bool,
     skip_after_unstable: bool,
+    timestamps: bool,
 }
 
 /// Whether an agent directive allocates a pod; `None` for `agent none`.
@@ -125,6 +126,7 @@ impl<'a> Interp<'a> {
                 }
                 "parallelsAlwaysFailFast" => o.fail_fast = true,
                 "skipStagesAfterUnstable" => o.skip_after_unstable = true,
+                "timestamps" => o.timestamps = true,
                 _ => {}
             }
         }
@@ -588,6 +590,8 @@ impl<'a> Interp<'a> {
             .await;
         }
         let mut opts = self.options(&ectx, find(dirs, "options")).await?;
+        let mut ectx = ectx;
+        ectx.timestamps |= opts.timestamps;
         opts.fail_fast |= parent.fail_fast;
         opts.skip_default_checkout |= parent.skip_default_checkout;
         if let Some(f) = find(dirs, "failFast") {
@@ -856,7 +860,8 @@ pub(crate) async fn pipeline(it: &Interp<'_>, ctx: &Ctx, body: &ast::Closure, sp
         if pod_started.is_some() && !opts.skip_default_checkout && it.opts.scm.is_some() {
             it.checkout_scm(&actx).await?;
         }
-        let ectx = it.environment(&actx, find(&dirs, "environment")).await?;
+        let mut ectx = it.environment(&actx, find(&dirs, "environment")).await?;
+        ectx.timestamps |= opts.timestamps;
         let stages = find(&dirs, "stages")
             .ok_or_else(|| fail("a declarative pipeline needs `stages { … }`"))?;
         let stages_body = stages.body();

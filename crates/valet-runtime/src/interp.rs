@@ -101,6 +101,9 @@ pub(crate) struct StageCtx {
 #[derive(Clone)]
 pub(crate) struct Ctx {
     pub(crate) scope: Scope,
+    /// Inside `timestamps { … }` (or `options { timestamps() }`): each line of output starts
+    /// with the time.
+    pub(crate) timestamps: bool,
     pub(crate) module: Option<Arc<Loaded>>,
     /// `withEnv`, `environment {}`, node and stage variables, innermost last.
     pub(crate) env: Arc<Vec<(String, String)>>,
@@ -344,6 +347,9 @@ impl<'a> Interp<'a> {
         if !text.ends_with('\n') {
             text.push('\n');
         }
+        if ctx.timestamps {
+            text = stamp_lines(&text, &mut false, std::time::SystemTime::now());
+        }
         self.emit(Event::Output {
             step: None,
             stream: Stream::Log,
@@ -378,6 +384,9 @@ impl<'a> Interp<'a> {
         let mut text = masker.push(&self.masker, bytes);
         if end {
             text.push_str(&masker.finish(&self.masker));
+        }
+        if ctx.timestamps && !text.is_empty() {
+            text = stamp_lines(&text, &mut masker.mid_line, std::time::SystemTime::now());
         }
         if !text.is_empty() {
             self.emit(Event::Output {
@@ -1476,4 +1485,29 @@ pub(crate) fn static_class(name: &str) -> Option<&'static str> {
         "Result" => "Result",
         _ => return None,
     })
+}
+
+/// `text` with the time of day (UTC, `[HH:MM:SS] `) at the start of each line; `mid_line`
+/// says whether the text before it ended inside a line, and is left saying so for `text`.
+pub(crate) fn stamp_lines(text: &str, mid_line: &mut bool, now: std::time::SystemTime) -> String {
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        % 86_400;
+    let prefix = format!(
+        "[{:02}:{:02}:{:02}] ",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    let mut out = String::with_capacity(text.len() + prefix.len() * 2);
+    for piece in text.split_inclusive('\n') {
+        if !*mid_line {
+            out.push_str(&prefix);
+        }
+        out.push_str(piece);
+        *mid_line = !piece.ends_with('\n');
+    }
+    out
 }

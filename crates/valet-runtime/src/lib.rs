@@ -290,6 +290,7 @@ pub async fn run(
     }
     let ctx = Ctx {
         scope: it.root.clone(),
+        timestamps: false,
         module: None,
         env: Default::default(),
         pod: None,

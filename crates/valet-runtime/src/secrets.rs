@@ -287,6 +287,8 @@ fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct StreamMasker {
     pending: Vec<u8>,
+    /// The text shown so far ended inside a line (for `timestamps`, which stamps line starts).
+    pub(crate) mid_line: bool,
 }
 
 impl StreamMasker {

@@ -107,7 +107,6 @@ const VALUE_STEPS: &[&str] = &[
 /// Steps that wrap a body and add nothing valet needs to do.
 const PASS_THROUGH: &[&str] = &[
     "ansiColor",
-    "timestamps",
     "wrap",
     "lock",
     "withMaven",
@@ -766,6 +765,13 @@ impl<'a> Interp<'a> {
             "sshagent" => {
                 self.notice(NoticeLevel::Warning, "sshagent: valet does not start an ssh agent; the body runs with the ssh setup of this machine").await;
                 self.run_body(ctx, &args.body()).await
+            }
+            "timestamps" => {
+                let inner = Ctx {
+                    timestamps: true,
+                    ..ctx.clone()
+                };
+                self.run_body(&inner, &args.body()).await
             }
             n if PASS_THROUGH.contains(&n) => self.run_body(ctx, &args.body()).await,
             n if NOTIFY.contains(&n) => {

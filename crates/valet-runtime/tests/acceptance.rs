@@ -572,3 +572,60 @@ node {
     );
     assert_eq!(order.last().map(String::as_str), Some("After"), "{order:?}");
 }
+
+/// `timestamps { … }` and `options { timestamps() }` start each line of output with the
+/// time; outside them, lines are as printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_prefix_each_line_with_the_time() {
+    let stamped = |line: &str| {
+        let b = line.as_bytes();
+        b.len() > 11
+            && b[0] == b'['
+            && b[3] == b':'
+            && b[6] == b':'
+            && b[9] == b']'
+            && b[10] == b' '
+            && [1, 2, 4, 5, 7, 8].iter().all(|&i| b[i].is_ascii_digit())
+    };
+    let r = common::run(
+        r#"
+node {
+    timestamps {
+        echo 'from echo'
+        sh 'printf "one\ntwo\n"; printf "part"; sleep 0.1; printf "ial\n"'
+    }
+    echo 'plain'
+}
+"#,
+    )
+    .await;
+    let out = r.output();
+    for want in ["from echo", "one", "two", "partial"] {
+        let line = out
+            .lines()
+            .find(|l| *l == want || l.get(11..) == Some(want))
+            .unwrap_or_else(|| panic!("no `{want}`:\n{out}"));
+        assert!(stamped(line), "`{line}` has no time:\n{out}");
+        assert_eq!(line.len(), 11 + want.len(), "one stamp per line: `{line}`");
+    }
+    let plain = out.lines().find(|l| l.ends_with("plain")).unwrap();
+    assert!(
+        out.lines().filter(|l| l.ends_with("plain")).all(|l| l == "plain"),
+        "{out}"
+    );
+    assert_eq!(plain, "plain", "{out}");
+
+    let r = common::run(
+        r#"
+pipeline {
+    agent any
+    options { timestamps() }
+    stages { stage('S') { steps { echo 'declared' } } }
+}
+"#,
+    )
+    .await;
+    let out = r.output();
+    let line = out.lines().find(|l| l.ends_with("declared")).unwrap();
+    assert!(stamped(line), "`{line}`:\n{out}");
+}
