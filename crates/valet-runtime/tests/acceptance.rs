@@ -599,7 +599,16 @@ node {
 "#,
     )
     .await;
-    let out = r.output();
+    // What the steps printed and valet's own lines, without the `+ cmd` traces of stderr,
+    // which arrive on their own stream at their own times.
+    let out: String = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Output { stream, text, .. } if *stream != Stream::Stderr => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
     for want in ["from echo", "one", "two", "partial"] {
         let line = out
             .lines()
@@ -610,7 +619,9 @@ node {
     }
     let plain = out.lines().find(|l| l.ends_with("plain")).unwrap();
     assert!(
-        out.lines().filter(|l| l.ends_with("plain")).all(|l| l == "plain"),
+        out.lines()
+            .filter(|l| l.ends_with("plain"))
+            .all(|l| l == "plain"),
         "{out}"
     );
     assert_eq!(plain, "plain", "{out}");
