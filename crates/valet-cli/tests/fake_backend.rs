@@ -7,11 +7,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{http, http_text, repo_with, serve};
+use common::{http_text, repo_with, serve};
 
 /// A pod whose container's environment, and whose `node` label, are only known when the
 /// build runs: they come from a parameter.
@@ -186,23 +186,8 @@ fn valet_serve_with_the_fake_backend_records_the_pod_phases_of_a_build() {
     )
     .unwrap();
     let (mut child, addr) = serve(&config);
-    let (status, v) = http(
-        addr,
-        "POST",
-        "/api/repos/app/builds",
-        r#"{"branch":"main","parameters":{"V":"9"}}"#,
-    );
-    assert_eq!(status, 201, "{v}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let build = loop {
-        let (status, b) = http(addr, "GET", "/api/builds/1", "");
-        assert_eq!(status, 200, "{b}");
-        if !b["result"].is_null() {
-            break b;
-        }
-        assert!(Instant::now() < deadline, "the build did not end: {b:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let id = common::trigger(addr, "app", r#"{"branch":"main","parameters":{"V":"9"}}"#);
+    let build = common::wait_finished(addr, id, Duration::from_secs(60));
     let (_, metrics) = http_text(addr, "GET", "/metrics", "");
     let _ = child.kill();
     let _ = child.wait();

@@ -236,23 +236,9 @@ fn a_step_on_the_controller_cannot_read_the_controllers_credentials() {
         ],
     );
     let valet_pid = child.id();
-    let (status, v) = http(
-        addr,
-        "POST",
-        "/api/repos/app/builds",
-        r#"{"branch":"main"}"#,
-    );
-    assert_eq!(status, 201, "{v}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let build = loop {
-        let (_, b) = http(addr, "GET", "/api/builds/1", "");
-        if !b["result"].is_null() {
-            break b;
-        }
-        assert!(Instant::now() < deadline, "the build did not end: {b:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let (_, log) = common::http_text(addr, "GET", "/api/builds/1/log", "");
+    let id = common::trigger(addr, "app", r#"{"branch":"main"}"#);
+    let build = common::wait_finished(addr, id, Duration::from_secs(60));
+    let (_, log) = common::http_text(addr, "GET", &format!("/api/builds/{id}/log"), "");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(build["result"], "SUCCESS", "{build:#}\n{log}");

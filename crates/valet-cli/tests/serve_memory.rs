@@ -284,18 +284,8 @@ fn a_16_mib_step_keeps_its_events_within_the_cap_and_streaming_them_stays_under_
     let config = config(dir.path(), &repo, "step_log_limit: 4194304\n");
     let (mut child, addr) = serve_with(&config, &[]);
     let pid = child.id();
-    let (status, v) = http(addr, "POST", "/api/repos/app/builds", "{}");
-    assert_eq!(status, 201, "{v}");
-    let id = v["build"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let build = loop {
-        let (_, b) = http(addr, "GET", &format!("/api/builds/{id}"), "");
-        if !b["result"].is_null() {
-            break b;
-        }
-        assert!(Instant::now() < deadline, "the build did not end: {b:#}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let id = common::trigger(addr, "app", "{}");
+    let build = common::wait_finished(addr, id, Duration::from_secs(120));
     assert_eq!(build["result"], "SUCCESS", "{build:#}");
     let events_file = dir
         .path()

@@ -1952,17 +1952,7 @@ impl<'a> Interp<'a> {
                 .await
                 .map(drop);
         }
-        let _ = self
-            .run_helper(
-                &Ctx {
-                    cancel: Default::default(),
-                    ..ctx.clone()
-                },
-                pod,
-                "rm -f -- \"$1\"",
-                std::slice::from_ref(&tmp),
-                None,
-            )
+        self.remove_in_pod(ctx, pod, std::slice::from_ref(&tmp))
             .await;
         r
     }
@@ -2241,20 +2231,21 @@ impl<'a> Interp<'a> {
         if !files.is_empty()
             && let Some(pod) = &ctx.pod
         {
-            let _ = self
-                .run_helper(
-                    &Ctx {
-                        cancel: Default::default(),
-                        ..ctx.clone()
-                    },
-                    pod,
-                    "rm -f -- \"$@\"",
-                    &files,
-                    None,
-                )
-                .await;
+            self.remove_in_pod(ctx, pod, &files).await;
         }
         r
+    }
+
+    /// Removes `paths` in the pod, even when the build is being cancelled (a secret file or
+    /// a spooled archive must not stay behind); a failure is only logged by the helper.
+    async fn remove_in_pod(&self, ctx: &Ctx, pod: &PodCtx, paths: &[String]) {
+        let uncancelled = Ctx {
+            cancel: Default::default(),
+            ..ctx.clone()
+        };
+        let _ = self
+            .run_helper(&uncancelled, pod, "rm -f -- \"$@\"", paths, None)
+            .await;
     }
 
     // ------------------------------------------------------------------ source

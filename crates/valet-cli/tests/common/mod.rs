@@ -205,3 +205,27 @@ pub fn owned_by(pid: u32) -> Vec<String> {
     }
     found
 }
+
+/// Starts a build of repository `repo` through the API with `body`; its id.
+pub fn trigger(addr: SocketAddr, repo: &str, body: &str) -> i64 {
+    let (status, v) = http(addr, "POST", &format!("/api/repos/{repo}/builds"), body);
+    assert_eq!(status, 201, "{v}");
+    v["build"].as_i64().expect("a build id")
+}
+
+/// Polls build `id` until it has a result (at most `within`); its detail.
+pub fn wait_finished(addr: SocketAddr, id: i64, within: Duration) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (status, b) = http(addr, "GET", &format!("/api/builds/{id}"), "");
+        assert_eq!(status, 200, "{b}");
+        if !b["result"].is_null() {
+            return b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build did not end: {b:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
