@@ -712,6 +712,37 @@ repositories:
     }
 
     #[test]
+    fn api_hosts_are_host_names_and_a_bad_one_is_refused_with_its_line() {
+        let c = parse(&format!(
+            "api:\n  anonymous_read: true\n  hosts: [CI.Example.com]\n{GOOD}"
+        ))
+        .unwrap();
+        assert!(c.api.anonymous_read);
+        assert_eq!(c.api.hosts, ["ci.example.com"]);
+        assert_eq!(parse(GOOD).unwrap().api, ApiAccess::default());
+        for bad in [
+            "http://ci.example.com",
+            "ci.example.com:443",
+            "ci/x",
+            "''",
+            "a..b",
+        ] {
+            let e = parse(&format!("api:\n  hosts:\n    - {bad}\n{GOOD}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("valet.yaml:3:"), "{bad}: {e}");
+            assert!(
+                e.contains("api.hosts") && e.contains("not a host name"),
+                "{bad}: {e}"
+            );
+        }
+        let e = parse(&format!("api:\n  anonymous: true\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("anonymous"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_refused_with_their_line() {
         let e = parse(&GOOD.replace("concurrency: 3", "concurrency: 0"))
             .unwrap_err()

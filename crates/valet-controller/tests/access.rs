@@ -207,6 +207,37 @@ async fn a_page_on_another_origin_cannot_start_or_cancel_a_build() {
         b["reason"].as_str().unwrap().contains("token `tests`"),
         "{b:#}"
     );
+    // A body that is not the sign-in object, or far too large, changes nothing.
+    for body in [
+        &b"not json"[..],
+        b"{\"token\": 1}",
+        b"{\"token\":\"x\",\"admin\":true}",
+    ] {
+        let r = anonymous(
+            &s,
+            "POST",
+            "/api/session",
+            &[("Content-Type", "application/json")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(
+            !r.headers.to_ascii_lowercase().contains("set-cookie"),
+            "{}",
+            r.headers
+        );
+    }
+    let huge = vec![b' '; 26 * 1024 * 1024];
+    let r = anonymous(
+        &s,
+        "POST",
+        "/api/session",
+        &[("Content-Type", "application/json")],
+        &huge,
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.body);
     // Wrong tokens do not sign in.
     let r = anonymous(
         &s,
